@@ -1,0 +1,1 @@
+"""Data: raw-format readers, the synthetic generator, voxels, superpoints, boxes, Parquet schema."""

@@ -1,0 +1,1 @@
+"""Plumbing shared by the DVC stages: typed params, tracking, checkpoints, regression check."""
