@@ -1,0 +1,83 @@
+"""Shared test fixtures: a throwaway git + DVC copy of this repo for real pipeline runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def repo_files() -> list[str]:
+    """Tracked files plus untracked files that git does not ignore (what a commit would hold)."""
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    ).stdout.decode()
+    return [f for f in out.split("\0") if f and (REPO / f).is_file()]
+
+
+class ProjectCopy:
+    """A fresh git repo holding a copy of the project, with DVC initialised as committed."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.env = {
+            **os.environ,
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@t",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@t",
+        }
+
+    def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            args, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+            )
+        return proc
+
+    def dvc(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        return self.run(str(BIN / "dvc"), *args, check=check, timeout=timeout)
+
+    def params(self) -> dict:
+        return yaml.safe_load((self.root / "params.yaml").read_text())
+
+    def set_params(self, params: dict) -> None:
+        (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def commit(self, message: str = "test") -> None:
+        self.run("git", "add", "-A")
+        self.run("git", "commit", "-qm", message)
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> ProjectCopy:
+    root = tmp_path / "project"
+    for rel in repo_files():
+        if rel == "dvc.lock":  # the copy records its own runs
+            continue
+        dst = root / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, dst)
+    copy = ProjectCopy(root)
+    copy.run("git", "init", "-q", "-b", "main")
+    copy.commit("copy of the project")
+    return copy
