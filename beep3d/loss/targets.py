@@ -1,0 +1,192 @@
+"""Superpoint-level training targets from one scene's supervision.
+
+A per-point *assignment* is the common currency: each point holds the index of the object box it
+belongs to, `BACKGROUND` (-1: inside no object box, or only inside wall/floor boxes) or `UNKNOWN`
+(-2: ambiguous and not resolved). Resolvers (the smallest-box rule here, the teacher's
+pseudo-masks elsewhere) turn UNKNOWN points into box indices or BACKGROUND; `box_targets` turns
+any assignment into soft superpoint masks.
+
+Targets of one scene (T target instances, S superpoints), the criterion's input:
+    labels (T,) int64 class index; masks (T, S) float32 in [0, 1] (fraction of the superpoint's
+    points on the instance); mask_valid (S,) bool (superpoints the mask loss may score);
+    centers (T, 3) float32 metres, augmented frame; box_index (T,) int64 the scene box each
+    target came from (rows of the supervision's box arrays).
+Only object boxes become targets; background boxes matter only for the point assignment.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from beep3d.classes import ClassSet
+
+BACKGROUND = -1
+UNKNOWN = -2
+
+
+def point_assignment_from_boxes(
+    point_in_box: torch.Tensor, box_is_background: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split points into known and ambiguous by how many boxes hold them.
+
+    point_in_box: (P, T) bool; box_is_background: (T,) bool.
+    Returns assigned (P,) int64 and ambiguous (P,) bool. A point in exactly one box, an object
+    box, takes it; a point in no object box is BACKGROUND (wall/floor boxes alone cannot make a
+    point part of an object); a point in an object box and at least one other box (object or
+    background) is ambiguous and assigned UNKNOWN, for a resolver.
+    """
+    n_points, n_boxes = point_in_box.shape
+    assigned = torch.full((n_points,), BACKGROUND, dtype=torch.int64, device=point_in_box.device)
+    if n_boxes == 0:
+        return assigned, torch.zeros(n_points, dtype=torch.bool, device=point_in_box.device)
+    n_all = point_in_box.sum(dim=1)
+    n_obj = point_in_box[:, ~box_is_background].sum(dim=1)
+    single = (n_all == 1) & (n_obj == 1)
+    ambiguous = (n_obj >= 1) & (n_all >= 2)
+    first_box = point_in_box.to(torch.int32).argmax(dim=1)  # the only box, where there is one
+    assigned[single] = first_box[single]
+    assigned[ambiguous] = UNKNOWN
+    return assigned, ambiguous
+
+
+def box_volume(box_min: torch.Tensor, box_max: torch.Tensor) -> torch.Tensor:
+    """(T,) float64 volumes of boxes given by (T, 3) corners."""
+    return torch.prod((box_max - box_min).to(torch.float64), dim=1)
+
+
+def smallest_box_resolver(
+    point_in_box: torch.Tensor,
+    box_volume: torch.Tensor,
+    box_is_background: torch.Tensor,
+    assigned: torch.Tensor,
+) -> torch.Tensor:
+    """Give every UNKNOWN point the smallest box that contains it (the box heuristic, step 1).
+
+    point_in_box: (P, T) bool; box_volume: (T,); box_is_background: (T,) bool; assigned: (P,)
+    int64. Returns a new (P,) assignment; a point whose smallest box is a wall/floor box becomes
+    BACKGROUND. Equal volumes go to the lower box index. Other entries are left as they are.
+    """
+    out = assigned.clone()
+    unknown = assigned == UNKNOWN
+    if point_in_box.shape[1] == 0 or not bool(unknown.any()):
+        return out
+    volume = torch.where(point_in_box[unknown], box_volume.to(torch.float64)[None, :], torch.inf)
+    best = volume.argmin(dim=1)
+    out[unknown] = torch.where(box_is_background[best], torch.full_like(best, BACKGROUND), best)
+    return out
+
+
+def superpoint_majority_vote(assigned: torch.Tensor, superpoint: torch.Tensor) -> torch.Tensor:
+    """Every superpoint takes the most common assignment of its points (box heuristic, step 2).
+
+    assigned: (P,) int64 (box index, BACKGROUND or UNKNOWN); superpoint: (P,) int64 ids 0..S-1.
+    Returns (P,) int64: each point's superpoint's winner. UNKNOWN points do not vote; a
+    superpoint with only UNKNOWN points stays UNKNOWN. Ties go to the lowest value, so
+    BACKGROUND beats a box and a lower box index beats a higher one.
+    """
+    if assigned.numel() == 0:
+        return assigned.clone()
+    n_sp = int(superpoint.max()) + 1
+    n_values = int(assigned.max().clamp(min=BACKGROUND)) + 3  # columns: UNKNOWN, BACKGROUND, boxes
+    votes = _pair_counts(superpoint, assigned - UNKNOWN, n_sp, n_values)  # (S, n_values)
+    known = votes[:, 1:]
+    winner = known.argmax(dim=1) + BACKGROUND  # argmax returns the first maximum: lowest value
+    winner[known.sum(dim=1) == 0] = UNKNOWN
+    return winner[superpoint]
+
+
+def box_targets(assigned: torch.Tensor, supervision: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Soft superpoint masks of the object boxes from a per-point assignment.
+
+    assigned: (P,) int64; supervision: one scene's supervision (box_is_background, box_label,
+    box_center, superpoint). masks[k, s] = fraction of superpoint s's resolved points assigned
+    to object box k; UNKNOWN points are left out of the fraction, and a superpoint whose points
+    are all UNKNOWN gets mask_valid False (e.g. ambiguous points held out during a warm-up).
+    """
+    superpoint = supervision["superpoint"]
+    n_sp = int(superpoint.max()) + 1 if superpoint.numel() else 0
+    is_bg = supervision["box_is_background"]
+    box_index = torch.nonzero(~is_bg).flatten()  # (T_obj,) object boxes, in box order
+    row_of_box = torch.full((len(is_bg),), -1, dtype=torch.int64, device=assigned.device)
+    row_of_box[box_index] = torch.arange(len(box_index), device=assigned.device)
+    known = assigned != UNKNOWN
+    n_known = torch.bincount(superpoint[known], minlength=n_sp)  # (S,)
+    on_object = assigned >= 0
+    rows = row_of_box[assigned[on_object]]
+    if bool((rows < 0).any()):
+        raise ValueError("assignment names a background box; resolvers must map those to BACKGROUND")
+    counts = _pair_counts(rows, superpoint[on_object], len(box_index), n_sp)  # (T_obj, S)
+    return {
+        "labels": supervision["box_label"][box_index].to(torch.int64),
+        "masks": (counts / n_known.clamp(min=1)).to(torch.float32),
+        "mask_valid": n_known > 0,
+        "centers": supervision["box_center"][box_index].to(torch.float32),
+        "box_index": box_index,
+    }
+
+
+def box_heuristic_targets(supervision: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The box_heuristic baseline end to end: box split, smallest box, superpoint majority vote."""
+    is_bg = supervision["box_is_background"]
+    assigned, _ = point_assignment_from_boxes(supervision["point_in_box"], is_bg)
+    volume = box_volume(supervision["box_min"], supervision["box_max"])
+    assigned = smallest_box_resolver(supervision["point_in_box"], volume, is_bg, assigned)
+    return box_targets(superpoint_majority_vote(assigned, supervision["superpoint"]), supervision)
+
+
+def full_targets(
+    ground_truth: dict[str, torch.Tensor], supervision: dict[str, torch.Tensor], class_set: ClassSet
+) -> dict[str, torch.Tensor]:
+    """Targets from ground-truth instances (the `full` upper-bound mode).
+
+    One target per instance (instance id > 0) whose majority label is an instance class of
+    `class_set`, in instance-id order: masks[k, s] = fraction of superpoint s's points on the
+    instance, centre = the centre of the instance's box (box_id == instance id), mask_valid all
+    True. Raises ValueError if such an instance has no object box in the supervision.
+    """
+    instance = ground_truth["instance"].to(torch.int64)
+    label = ground_truth["label"].to(torch.int64)
+    superpoint = supervision["superpoint"]
+    device = superpoint.device
+    n_sp = int(superpoint.max()) + 1 if superpoint.numel() else 0
+
+    ids, inst_row = torch.unique(instance, return_inverse=True)  # ids sorted ascending
+    pairs, counts = torch.unique(torch.stack([inst_row, label], dim=1), dim=0, return_counts=True)
+    majority: dict[int, tuple[int, int]] = {}  # instance row -> (count, label); few instances
+    for (row, lab), cnt in zip(pairs.tolist(), counts.tolist(), strict=True):
+        if row not in majority or cnt > majority[row][0]:
+            majority[row] = (cnt, lab)
+    rows = [r for r in range(len(ids)) if int(ids[r]) > 0]
+    cls = class_set.class_index([majority[r][1] for r in rows]).tolist()
+    rows = [r for r, c in zip(rows, cls, strict=True) if c >= 0]
+    classes = [c for c in cls if c >= 0]
+
+    box_id = supervision["box_id"].tolist()
+    is_bg = supervision["box_is_background"].tolist()
+    box_of_id = {b: i for i, (b, bg) in enumerate(zip(box_id, is_bg, strict=True)) if not bg}
+    missing = [int(ids[r]) for r in rows if int(ids[r]) not in box_of_id]
+    if missing:
+        raise ValueError(f"full_targets: instance(s) {missing} of instance classes have no object box")
+    box_index = torch.tensor([box_of_id[int(ids[r])] for r in rows], dtype=torch.int64, device=device)
+
+    target_of_row = torch.full((len(ids),), -1, dtype=torch.int64, device=device)
+    target_of_row[torch.tensor(rows, dtype=torch.int64, device=device)] = torch.arange(
+        len(rows), device=device
+    )
+    target = target_of_row[inst_row]  # (P,) target index or -1
+    on = target >= 0
+    masks = _pair_counts(target[on], superpoint[on], len(rows), n_sp)
+    sp_size = torch.bincount(superpoint, minlength=n_sp).clamp(min=1)
+    return {
+        "labels": torch.tensor(classes, dtype=torch.int64, device=device),
+        "masks": (masks / sp_size).to(torch.float32),
+        "mask_valid": torch.ones(n_sp, dtype=torch.bool, device=device),
+        "centers": supervision["box_center"][box_index].to(torch.float32).reshape(-1, 3),
+        "box_index": box_index,
+    }
+
+
+def _pair_counts(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int) -> torch.Tensor:
+    """(n_rows, n_cols) float64 counts of the (rows[i], cols[i]) pairs."""
+    flat = torch.bincount(rows * n_cols + cols, minlength=n_rows * n_cols)
+    return flat.to(torch.float64).reshape(n_rows, n_cols)
