@@ -56,21 +56,29 @@ def extract_boxes(xyz: np.ndarray, label: np.ndarray, instance: np.ndarray, clas
         is_bg = lab in class_set.background_ids
         if not (is_bg or lab in class_set.instance_ids):
             continue
-        pts = xyz[mask]
+        pts = xyz[mask].astype(np.float64)  # float32 (lo + hi) / 2 would round before the cover fix-up
         lo, hi = pts.min(axis=0), pts.max(axis=0)
         rows.append((inst, lab, is_bg, (lo + hi) / 2, hi - lo, int(mask.sum())))
     if not rows:
         return Boxes(
-            np.zeros(0, np.int32), np.zeros(0, np.int16), np.zeros(0, bool),
-            np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32), np.zeros(0, np.int32),
+            np.zeros(0, np.int32),
+            np.zeros(0, np.int16),
+            np.zeros(0, bool),
+            np.zeros((0, 3), np.float32),
+            np.zeros((0, 3), np.float32),
+            np.zeros(0, np.int32),
         )
     inst, lab, bg, center, size, n = zip(*rows, strict=True)
     # Store min/max exactly: centre/size in float32 could round a boundary point outside.
     center = np.asarray(center, np.float64)
     size = np.asarray(size, np.float64)
     return Boxes(
-        np.asarray(inst, np.int32), np.asarray(lab, np.int16), np.asarray(bg, bool),
-        center.astype(np.float32), _grow_to_cover(center, size), np.asarray(n, np.int32),
+        np.asarray(inst, np.int32),
+        np.asarray(lab, np.int16),
+        np.asarray(bg, bool),
+        center.astype(np.float32),
+        _grow_to_cover(center, size),
+        np.asarray(n, np.int32),
     )
 
 
@@ -141,7 +149,9 @@ class OverlapCounts:
         }
 
 
-def overlap_counts(xyz: np.ndarray, label: np.ndarray, instance: np.ndarray, class_set: ClassSet) -> OverlapCounts:
+def overlap_counts(
+    xyz: np.ndarray, label: np.ndarray, instance: np.ndarray, class_set: ClassSet
+) -> OverlapCounts:
     """Point-level difficulty of box supervision for one scene, object-class boxes only.
 
     Object points belong to an instance of an evaluated class; every other point (wall, floor,
