@@ -150,15 +150,21 @@ class OverlapCounts:
 
 
 def overlap_counts(
-    xyz: np.ndarray, label: np.ndarray, instance: np.ndarray, class_set: ClassSet
+    xyz: np.ndarray,
+    label: np.ndarray,
+    instance: np.ndarray,
+    class_set: ClassSet,
+    boxes: Boxes | None = None,
 ) -> OverlapCounts:
     """Point-level difficulty of box supervision for one scene, object-class boxes only.
 
     Object points belong to an instance of an evaluated class; every other point (wall, floor,
     unlabelled, other) is a non-object point. The smallest-box rule gives each point inside
-    any object box to the smallest such box; IoU is taken per object instance.
+    any object box to the smallest such box; IoU is taken per object instance. Pass `boxes`
+    when the caller already extracted them (background boxes are dropped here).
     """
-    boxes = extract_boxes(xyz, label, instance, class_set)
+    if boxes is None:
+        boxes = extract_boxes(xyz, label, instance, class_set)
     boxes = boxes.select(~boxes.is_background)
     inside = points_in_boxes(xyz, boxes)
     n_inside = inside.sum(axis=1)

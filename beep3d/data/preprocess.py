@@ -84,7 +84,7 @@ def process_scene(scene: RawScene, cfg: PreprocessConfig) -> ScenePiece:
         )
     class_set = CLASS_SETS[scene.class_set]
     boxes = extract_boxes(scene.xyz, scene.label, scene.instance, class_set)
-    overlap = overlap_counts(scene.xyz, scene.label, scene.instance, class_set)
+    overlap = overlap_counts(scene.xyz, scene.label, scene.instance, class_set, boxes=boxes)
     row = {
         "scene_id": scene.scene_id,
         "split": scene.split,
