@@ -61,7 +61,10 @@ def build(cls: type[T], data: Any, where: str) -> T:
         if name not in data:
             raise ConfigError(f"params: missing key '{where}.{name}'")
         kwargs[name] = _coerce(hints[name], data[name], f"{where}.{name}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as err:  # a config's own validation (__post_init__)
+        raise ConfigError(f"params: '{where}': {err}") from err
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
