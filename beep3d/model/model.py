@@ -1,0 +1,353 @@
+"""The assembled model: sparse UNet -> superpoint pooling -> query decoder, plus inference.
+
+Input batch (built by the data loader; all tensors on the model's device):
+    coords        (V, 4) int32    [batch index, x, y, z] voxel coordinates, non-negative
+    feats         (V, 6) float32  per-voxel mean of point features: rgb in [-1, 1], xyz in metres
+    spatial_shape list[int] of 3  voxel grid size, > every coordinate (the model pads it up to a
+                                  multiple of 2^(levels - 1) so no border voxel is lost)
+    batch_size    int B
+    point_voxel   (P,) int64      each point's row in coords (all scenes' points concatenated)
+    point_offsets (B + 1,) int64  scene b's points are rows point_offsets[b]:point_offsets[b + 1]
+    superpoint    (P,) int64      each point's GLOBAL superpoint id (scene offsets applied)
+    sp_offsets    (B + 1,) int64  scene b's superpoints are ids sp_offsets[b]:sp_offsets[b + 1]
+    sp_xyz        (S, 3) float32  superpoint centroids (metres, same frame as the xyz features)
+    scene_min, scene_max (B, 3) float32  scene extents, to normalise positions to [0, 1]
+
+Output of `BoxInstanceModel.forward` (Q_b queries and S_b superpoints in scene b; lists have one
+entry per scene):
+    class_logits  list of (Q_b, C + 1)  last column = no object
+    mask_logits   list of (Q_b, S_b)    over the scene's superpoints (local ids: global - sp_offsets[b])
+    centers       list of (Q_b, 3)      refined reference points, in metres
+    score_logits  list of (Q_b,)        mask-quality logit
+    query_content list of (Q_b, d)      content vectors used by the heads (for consistency losses)
+    aux           list (n_layers - 1, first layer first) of dicts with the five keys above
+    sp_feats      (S, d)                superpoint mask features (mask_logits = content . sp_feats)
+    voxel_feats   (V, widths[0])        backbone output per voxel
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
+from torch import nn
+
+from beep3d.backend import import_spconv
+from beep3d.model.decoder import QueryDecoder, knn_pool
+from beep3d.model.unet import SparseUNet, padded_spatial_shape
+
+if TYPE_CHECKING:
+    from spconv.pytorch import ConvAlgo
+
+spconv = import_spconv()
+
+HEAD_KEYS = ("class_logits", "mask_logits", "centers", "score_logits", "query_content")
+BATCH_KEYS = (
+    "coords", "feats", "spatial_shape", "batch_size", "point_voxel", "point_offsets",
+    "superpoint", "sp_offsets", "sp_xyz", "scene_min", "scene_max",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Model sizes. The defaults are the small CPU model; `maft()` is the published MAFT size."""
+
+    in_channels: int = 6  # per-voxel input: rgb (3, in [-1, 1]) + xyz (3, metres)
+    widths: tuple[int, ...] = (16, 32, 48, 64)  # UNet channels per level, finest first
+    blocks_per_level: int = 1  # residual blocks per UNet level, down and up
+    d_model: int = 64  # query / attention width
+    n_heads: int = 4  # attention heads; must divide d_model
+    n_layers: int = 3  # decoder layers; each one is supervised (the last is the output)
+    n_queries: int = 50  # learned queries per scene
+    ffn_dim: int = 128  # decoder feed-forward hidden width
+    dropout: float = 0.0  # dropout in the decoder (MAFT uses none)
+    num_classes: int = 18  # object classes C; the class head adds one "no object" output
+    rpe_hidden: int = 16  # hidden width of the relative-position bias MLP (memory ~ Q x S x this)
+    query_pool_k: int = 8  # superpoints averaged to give an external query its content
+
+    def __post_init__(self) -> None:
+        if not self.widths or any(w < 1 for w in self.widths):
+            raise ValueError(f"model.widths must be a non-empty list of positive ints, got {self.widths}")
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})"
+            )
+        for name in (
+            "in_channels",
+            "blocks_per_level",
+            "n_layers",
+            "n_queries",
+            "num_classes",
+            "query_pool_k",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+    @classmethod
+    def small(cls, num_classes: int = 18) -> ModelConfig:
+        """Trains on a 2-core CPU."""
+        return cls(num_classes=num_classes)
+
+    @classmethod
+    def maft(cls, num_classes: int = 18) -> ModelConfig:
+        """MAFT's published size (ICCV 2023): 32-64-96-128-160, 2 blocks, 400 queries, 6 x d256 x 8 heads."""
+        return cls(
+            widths=(32, 64, 96, 128, 160),
+            blocks_per_level=2,
+            d_model=256,
+            n_heads=8,
+            n_layers=6,
+            n_queries=400,
+            ffn_dim=1024,
+            num_classes=num_classes,
+        )
+
+
+@dataclass
+class SceneQueries:
+    """External queries for one scene, e.g. one per ground-truth box (the teacher's box queries).
+
+    pos: (Q', 3) reference points normalised to the scene extent ([0, 1]^3).
+    content: (Q', d) content vectors, or None to pool them from the k = query_pool_k superpoints
+        nearest to each point (`knn_pool` on the decoder memory, distances in metres).
+    """
+
+    pos: torch.Tensor
+    content: torch.Tensor | None = None
+
+
+def pool_superpoints(
+    voxel_feats: torch.Tensor, point_voxel: torch.Tensor, superpoint: torch.Tensor, n_superpoints: int
+) -> torch.Tensor:
+    """Mean of point features per superpoint, a point's feature being its voxel's.
+
+    voxel_feats (V, C), point_voxel (P,), superpoint (P,) in [0, S) -> (S, C); an empty
+    superpoint gets zeros.
+    """
+    point_feats = voxel_feats[point_voxel]  # (P, C)
+    sums = voxel_feats.new_zeros(n_superpoints, voxel_feats.shape[1]).index_add_(0, superpoint, point_feats)
+    counts = torch.bincount(superpoint, minlength=n_superpoints).clamp(min=1)  # (S,)
+    return sums / counts[:, None].to(sums.dtype)
+
+
+def _pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """List of (N_b, ...) -> (B, N_max, ...) zero-padded and (B, N_max) bool, True = padding."""
+    padded = nn.utils.rnn.pad_sequence(rows, batch_first=True)
+    lengths = torch.tensor([len(r) for r in rows], device=padded.device)
+    pad = torch.arange(padded.shape[1], device=padded.device)[None] >= lengths[:, None]
+    return padded, pad
+
+
+def _check_batch(batch: dict[str, Any]) -> None:
+    """Fail loudly on a malformed batch: wrong dtypes or ids pointing across scenes."""
+    missing = [k for k in BATCH_KEYS if k not in batch]
+    if missing:
+        raise KeyError(f"model batch lacks {missing}")
+    coords, feats = batch["coords"], batch["feats"]
+    if coords.dtype != torch.int32 or coords.ndim != 2 or coords.shape[1] != 4:
+        raise ValueError(f"batch['coords'] must be (V, 4) int32, got {tuple(coords.shape)} {coords.dtype}")
+    if feats.dtype != torch.float32 or feats.shape[0] != coords.shape[0]:
+        # spconv gave wrong results in fp64 and has no CPU fp16 path: fp32 only.
+        raise ValueError(
+            f"batch['feats'] must be (V, C) float32 with V = {coords.shape[0]}, "
+            f"got {tuple(feats.shape)} {feats.dtype}"
+        )
+    b = batch["batch_size"]
+    shape = torch.tensor(list(batch["spatial_shape"]), device=coords.device)
+    if len(coords) == 0 or bool(
+        (coords < 0).any() | (coords[:, 0] >= b).any() | (coords[:, 1:] >= shape).any()
+    ):
+        raise ValueError(
+            f"batch['coords'] must be non-empty with 0 <= batch index < {b} and "
+            f"0 <= xyz < spatial_shape {shape.tolist()}"
+        )
+    if len(batch["point_offsets"]) != b + 1 or len(batch["sp_offsets"]) != b + 1:
+        raise ValueError(f"point_offsets and sp_offsets must have batch_size + 1 = {b + 1} entries")
+    n_sp = int(batch["sp_offsets"][-1])
+    if (
+        batch["sp_xyz"].shape != (n_sp, 3)
+        or batch["scene_min"].shape != (b, 3)
+        or batch["scene_max"].shape != (b, 3)
+    ):
+        raise ValueError(
+            f"need sp_xyz ({n_sp}, 3) and scene_min/scene_max ({b}, 3), got {tuple(batch['sp_xyz'].shape)}, "
+            f"{tuple(batch['scene_min'].shape)}, {tuple(batch['scene_max'].shape)}"
+        )
+    sp_counts = batch["sp_offsets"].diff()
+    if bool((sp_counts < 1).any()):
+        raise ValueError(f"every scene needs >= 1 superpoint, got counts {sp_counts.tolist()}")
+    n_points = batch["point_offsets"].diff()
+    point_scene = torch.repeat_interleave(torch.arange(b, device=n_points.device), n_points)  # (P,)
+    sp_scene = torch.searchsorted(batch["sp_offsets"], batch["superpoint"], right=True) - 1  # (P,)
+    if point_scene.shape != batch["superpoint"].shape or bool((sp_scene != point_scene).any()):
+        raise ValueError(
+            "batch['superpoint'] must hold global ids inside each point's own scene range "
+            "(sp_offsets[b] <= id < sp_offsets[b + 1]) and match point_offsets"
+        )
+    point_voxel = batch["point_voxel"]
+    if point_voxel.shape != point_scene.shape or bool(
+        (point_voxel < 0).any() | (point_voxel >= len(coords)).any()
+    ):
+        raise ValueError(f"batch['point_voxel'] must be (P,) rows of coords in [0, {len(coords)})")
+    if bool((coords[point_voxel, 0].long() != point_scene).any()):
+        raise ValueError("batch['point_voxel'] maps a point to a voxel of another scene (coords[:, 0])")
+
+
+class BoxInstanceModel(nn.Module):
+    """Sparse UNet + superpoint pooling + query decoder. Knows nothing of files or tracking."""
+
+    def __init__(self, cfg: ModelConfig, algo: ConvAlgo):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = SparseUNet(cfg.in_channels, cfg.widths, cfg.blocks_per_level, algo)
+        self.decoder = QueryDecoder(
+            in_channels=cfg.widths[0],
+            d_model=cfg.d_model,
+            n_heads=cfg.n_heads,
+            n_layers=cfg.n_layers,
+            n_queries=cfg.n_queries,
+            ffn_dim=cfg.ffn_dim,
+            dropout=cfg.dropout,
+            num_classes=cfg.num_classes,
+            rpe_hidden=cfg.rpe_hidden,
+        )
+
+    def forward(
+        self,
+        batch: dict[str, Any],
+        queries: list[SceneQueries] | None = None,
+        include_learned: bool = False,
+    ) -> dict[str, Any]:
+        """Predictions for every scene (see the module docstring for the output).
+
+        queries: None -> the N_Q learned queries in every scene. Otherwise one `SceneQueries` per
+            scene; they replace the learned queries, or with include_learned=True follow them
+            (rows 0..N_Q-1 learned, then the external ones in the given order).
+        """
+        _check_batch(batch)
+        n_scenes = batch["batch_size"]
+        grid = padded_spatial_shape(list(batch["spatial_shape"]), len(self.cfg.widths))
+        x = spconv.SparseConvTensor(batch["feats"], batch["coords"], grid, n_scenes)
+        voxel_feats = self.backbone(x)  # (V, w0)
+        sp_offsets = batch["sp_offsets"].tolist()
+        sp_raw = pool_superpoints(voxel_feats, batch["point_voxel"], batch["superpoint"], sp_offsets[-1])
+        memory, mask_feats = self.decoder.project(sp_raw)  # (S, d), (S, d)
+
+        lo, hi = batch["scene_min"], batch["scene_max"]  # (B, 3)
+        extent = (hi - lo).clamp(min=1e-6)
+        scenes = [slice(sp_offsets[b], sp_offsets[b + 1]) for b in range(n_scenes)]
+        # Superpoint centroids normalised to the scene box, like the reference points: (S_b, 3).
+        sp_pos = [(batch["sp_xyz"][s] - lo[b]) / extent[b] for b, s in enumerate(scenes)]
+        content, ref = self._queries(queries, include_learned, memory, batch["sp_xyz"], scenes, lo, extent)
+
+        content_p, query_pad = _pad(content)  # (B, Q_max, d), (B, Q_max)
+        memory_p, memory_pad = _pad([memory[s] for s in scenes])  # (B, S_max, d), (B, S_max)
+        layers = self.decoder(
+            content_p, _pad(ref)[0], query_pad,
+            memory_p, _pad([mask_feats[s] for s in scenes])[0], _pad(sp_pos)[0], memory_pad,
+        )  # fmt: skip
+        n_q = [len(c) for c in content]
+        n_s = [s.stop - s.start for s in scenes]
+        per_layer = [self._unpad(out, n_q, n_s, lo, extent) for out in layers]
+        return {**per_layer[-1], "aux": per_layer[:-1], "sp_feats": mask_feats, "voxel_feats": voxel_feats}
+
+    def _queries(
+        self,
+        queries: list[SceneQueries] | None,
+        include_learned: bool,
+        memory: torch.Tensor,
+        sp_xyz: torch.Tensor,
+        scenes: list[slice],
+        lo: torch.Tensor,
+        extent: torch.Tensor,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per scene (content (Q_b, d), reference points (Q_b, 3))."""
+        learned_content, learned_ref = self.decoder.learned_queries()
+        if queries is None:
+            return [learned_content] * len(scenes), [learned_ref] * len(scenes)
+        if len(queries) != len(scenes):
+            raise ValueError(f"got external queries for {len(queries)} scenes, the batch has {len(scenes)}")
+        contents, refs = [], []
+        for b, (q, s) in enumerate(zip(queries, scenes, strict=True)):
+            if q.pos.ndim != 2 or q.pos.shape[1] != 3:
+                raise ValueError(f"scene {b}: external query pos must be (Q', 3), got {tuple(q.pos.shape)}")
+            content = q.content
+            if content is None:
+                metres = lo[b] + q.pos * extent[b]  # (Q', 3)
+                content = knn_pool(memory[s], sp_xyz[s], metres, self.cfg.query_pool_k)
+            elif content.shape != (len(q.pos), self.cfg.d_model):
+                raise ValueError(
+                    f"scene {b}: external query content must be ({len(q.pos)}, "
+                    f"{self.cfg.d_model}), got {tuple(content.shape)}"
+                )
+            if include_learned:
+                content = torch.cat([learned_content, content])
+                q_ref = torch.cat([learned_ref, q.pos])
+            else:
+                q_ref = q.pos
+            contents.append(content)
+            refs.append(q_ref)
+        return contents, refs
+
+    @staticmethod
+    def _unpad(
+        out: dict[str, torch.Tensor], n_q: list[int], n_s: list[int], lo: torch.Tensor, extent: torch.Tensor
+    ) -> dict[str, list[torch.Tensor]]:
+        """Padded (B, Q_max, ...) layer predictions -> per-scene lists; centres to metres."""
+        result: dict[str, list[torch.Tensor]] = {k: [] for k in HEAD_KEYS}
+        for b, (q, s) in enumerate(zip(n_q, n_s, strict=True)):
+            result["class_logits"].append(out["class_logits"][b, :q])
+            result["mask_logits"].append(out["mask_logits"][b, :q, :s])
+            result["centers"].append(lo[b] + out["ref"][b, :q] * extent[b])
+            result["score_logits"].append(out["score_logits"][b, :q])
+            result["query_content"].append(out["query_content"][b, :q])
+        return result
+
+
+class Instances(NamedTuple):
+    """Predicted instances of one scene, best first."""
+
+    masks: torch.Tensor  # (K, S_b) bool over superpoints
+    classes: torch.Tensor  # (K,) int64 class index in 0..C-1
+    scores: torch.Tensor  # (K,) float32
+
+
+@torch.no_grad()
+def predict_instances(
+    outputs: dict[str, Any],
+    topk: int,
+    score_threshold: float,
+    sp_sizes: list[torch.Tensor] | None = None,
+    min_points: int = 0,
+) -> list[Instances]:
+    """Final instances per scene from the last layer's predictions.
+
+    Every (query, class) pair is a candidate (a query may stand for several classes); the top-k
+    by class probability are kept, their mask is sigmoid(mask logit) > 0.5, and their score is
+        class prob x sigmoid(score logit) x mean mask probability inside the mask.
+    Candidates with an empty mask, a score <= score_threshold or (when sp_sizes, the (S_b,)
+    point counts per superpoint, are given) fewer than min_points points are dropped.
+    """
+    result = []
+    for b, (cls_logits, mask_logits, score_logits) in enumerate(
+        zip(outputs["class_logits"], outputs["mask_logits"], outputs["score_logits"], strict=True)
+    ):
+        n_classes = cls_logits.shape[1] - 1
+        probs = cls_logits.softmax(-1)[:, :n_classes]  # (Q, C) without "no object"
+        k = min(topk, probs.numel())
+        top_prob, flat = probs.flatten().topk(k)  # (K,)
+        query, classes = flat // n_classes, flat % n_classes
+        mask_prob = mask_logits[query].sigmoid()  # (K, S_b)
+        masks = mask_prob > 0.5
+        n_in = masks.sum(1)
+        mask_score = (mask_prob * masks).sum(1) / n_in.clamp(min=1)
+        scores = top_prob * score_logits[query].sigmoid() * mask_score
+        keep = (n_in > 0) & (scores > score_threshold)
+        if sp_sizes is not None:
+            keep &= (masks * sp_sizes[b]).sum(1) >= min_points
+        order = scores[keep].argsort(descending=True)
+        result.append(Instances(masks[keep][order], classes[keep][order], scores[keep][order]))
+    return result
