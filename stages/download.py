@@ -33,17 +33,18 @@ class PathSource:
 @dataclass(frozen=True)
 class DataParams:
     source: Literal["synthetic", "scannet", "s3dis", "local"]  # where raw scans come from
+    workers: int  # processes generating synthetic scenes (output is identical for any count)
     synthetic: SyntheticConfig  # the embedded procedural dataset
     scannet: ScanNetConfig  # official ScanNet v2 protocol (needs accept_terms)
     s3dis: PathSource  # Stanford3dDataset_v1.2_Aligned_Version zip or folder
     local: PathSource  # existing ScanNet-layout folder
 
 
-def generate_synthetic(cfg: SyntheticConfig, out: Path) -> dict:
+def generate_synthetic(cfg: SyntheticConfig, out: Path, workers: int) -> dict:
     """Generate into a sibling temp folder, then swap it in: a killed run leaves the old data intact."""
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    report = generate_dataset(partial, cfg)
+    report = generate_dataset(partial, cfg, workers=workers)
     shutil.rmtree(out, ignore_errors=True)
     partial.rename(out)
     return report
@@ -51,7 +52,7 @@ def generate_synthetic(cfg: SyntheticConfig, out: Path) -> dict:
 
 def run(params: DataParams, out: Path) -> dict:
     if params.source == "synthetic":
-        return generate_synthetic(params.synthetic, out)
+        return generate_synthetic(params.synthetic, out, params.workers)
     if params.source == "scannet":
         # Resumable in place: partial files and complete scenes from an earlier run are kept.
         return download_scannet(params.scannet, out)
