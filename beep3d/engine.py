@@ -1,0 +1,170 @@
+"""Training and evaluation as plain functions: no files, no tracking, no params parsing.
+
+`train_step` runs one optimiser step on one batch; `predict_scenes` turns a batch into
+per-vertex instance predictions; `evaluate_model` streams a split through the ScanNet evaluator.
+The train stage (stages/train.py) owns the loop, checkpoints and logging around them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from beep3d.classes import ClassSet
+from beep3d.eval import Evaluator, SceneGT, ScenePred
+from beep3d.loss.criterion import Criterion, assert_finite
+from beep3d.loss.targets import box_heuristic_targets, full_targets
+from beep3d.model.model import BoxInstanceModel, predict_instances
+
+Mode = Literal["full", "box_heuristic"]
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float  # peak learning rate of AdamW
+    weight_decay: float  # AdamW decoupled weight decay
+    warmup_steps: int  # linear warm-up from 0 to lr
+    min_lr_ratio: float  # cosine decay ends at lr * this
+    grad_clip: float  # max global gradient norm; 0 = no clipping
+
+
+def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def learning_rate(step: int, total_steps: int, cfg: OptimConfig) -> float:
+    """Linear warm-up, then cosine decay to lr * min_lr_ratio at total_steps. Step-based, so a
+    resumed or repeated run follows exactly the same schedule."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min((step - cfg.warmup_steps) / max(total_steps - cfg.warmup_steps, 1), 1.0)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def batch_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Move every tensor (also inside the supervision / ground-truth lists) to `device`."""
+
+    def move(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.to(device, non_blocking=True)
+        if isinstance(value, list):
+            return [move(v) for v in value]
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        return value
+
+    return {k: move(v) for k, v in batch.items()}
+
+
+def make_targets(batch: dict[str, Any], mode: Mode, class_set: ClassSet) -> list[dict[str, torch.Tensor]]:
+    """Superpoint-level targets for every scene of the batch.
+
+    Only `full` reads ground truth. The box-supervised modes see `batch["supervision"]` alone, and
+    their datasets are built without ground truth, so a leak would fail here with a KeyError
+    rather than train silently on masks.
+    """
+    if mode == "full":
+        return [
+            full_targets(gt, sup, class_set)
+            for gt, sup in zip(batch["ground_truth"], batch["supervision"], strict=True)
+        ]
+    if mode == "box_heuristic":
+        return [box_heuristic_targets(sup) for sup in batch["supervision"]]
+    raise ValueError(f"unknown training mode {mode!r}")
+
+
+def train_step(
+    model: BoxInstanceModel,
+    criterion: Criterion,
+    optimizer: torch.optim.Optimizer,
+    batch: dict[str, Any],
+    targets: list[dict[str, torch.Tensor]],
+    step: int,
+    lr: float,
+    grad_clip: float,
+) -> dict[str, float]:
+    """One optimiser step. Returns every loss term as a float; stops on a non-finite loss."""
+    model.train()
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    losses = criterion(model(batch), targets)
+    assert_finite(losses, step)
+    optimizer.zero_grad(set_to_none=True)
+    losses["total"].backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return {k: float(v.detach()) for k, v in losses.items()}
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    topk: int  # candidates kept per scene (over query x class pairs)
+    score_threshold: float  # drop candidates scoring at or below this
+    min_points: int  # drop masks with fewer original vertices (the ScanNet protocol ignores < 100)
+
+
+@torch.no_grad()
+def predict_scenes(model: BoxInstanceModel, batch: dict[str, Any], cfg: InferenceConfig) -> list[ScenePred]:
+    """Instances of every scene in the batch as sparse masks over the scene's points.
+
+    A superpoint mask becomes a point mask through each point's superpoint; with an eval-mode
+    dataset the points are the scene's original vertices in file order.
+    """
+    model.eval()
+    outputs = model(batch)
+    offsets = batch["sp_offsets"].tolist()
+    p_off = batch["point_offsets"].tolist()
+    superpoint = batch["superpoint"]
+    sp_sizes = [
+        torch.bincount(superpoint[p_off[b] : p_off[b + 1]] - offsets[b], minlength=offsets[b + 1] - offsets[b])
+        for b in range(batch["batch_size"])
+    ]
+    instances = predict_instances(outputs, cfg.topk, cfg.score_threshold, sp_sizes, cfg.min_points)
+    preds = []
+    for b, inst in enumerate(instances):
+        local_sp = (superpoint[p_off[b] : p_off[b + 1]] - offsets[b]).cpu().numpy()  # (P_b,)
+        sp_masks = sp.csr_matrix(inst.masks.cpu().numpy())  # (K, S_b)
+        # (K, S_b) x (S_b, P_b) selection matrix: point p is in mask k iff its superpoint is.
+        select = sp.csr_matrix(
+            (np.ones(len(local_sp), bool), (local_sp, np.arange(len(local_sp)))),
+            shape=(sp_masks.shape[1], len(local_sp)),
+        )
+        preds.append(
+            ScenePred(
+                batch["scene_ids"][b],
+                (sp_masks @ select).astype(bool).tocsr(),
+                inst.classes.cpu().numpy(),
+                inst.scores.cpu().numpy().astype(np.float64),
+            )
+        )
+    return preds
+
+
+def iterate_predictions(
+    model: BoxInstanceModel, loader: Iterable[dict[str, Any]], cfg: InferenceConfig, device: torch.device
+) -> Iterator[tuple[dict[str, Any], list[ScenePred]]]:
+    for batch in loader:
+        yield batch, predict_scenes(model, batch_to(batch, device), cfg)
+
+
+def evaluate_model(
+    model: BoxInstanceModel,
+    loader: Iterable[dict[str, Any]],
+    class_set: ClassSet,
+    cfg: InferenceConfig,
+    device: torch.device,
+    return_curves: bool = False,
+) -> dict[str, Any]:
+    """ScanNet-protocol AP of `model` over every scene of an eval-mode loader with ground truth."""
+    evaluator = Evaluator(class_set)
+    for batch, preds in iterate_predictions(model, loader, cfg, device):
+        for gt, pred in zip(batch["ground_truth"], preds, strict=True):
+            evaluator.add(SceneGT(pred.scene_id, gt["label"].numpy(), gt["instance"].numpy()), pred)
+    return evaluator.result(return_curves=return_curves)
