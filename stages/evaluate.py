@@ -1,0 +1,74 @@
+"""DVC stage `evaluate`: ScanNet-protocol AP of the trained model on the val split.
+
+    python -m stages.evaluate --params params.yaml --data data/processed --model models/model.pt \
+        --metrics reports/metrics.json --submission reports/submission
+
+Predictions are mapped back to every original vertex. Besides the metrics, every scene's
+instances are written in the ScanNet benchmark submission format, so anyone can re-score them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import click
+import torch
+
+from beep3d.backend import resolve_device
+from beep3d.data.dataset import DataConfig, SceneDataset, make_loader
+from beep3d.engine import InferenceConfig, iterate_predictions
+from beep3d.errors import DataError
+from beep3d.eval import Evaluator, SceneGT, to_jsonable, write_submission
+from beep3d.io import write_json_atomic
+from pipeline.checkpoint import CheckpointError
+from pipeline.config import ConfigError, build, load_params, section
+from pipeline.training import load_model
+
+
+@click.command()
+@click.option("--params", "params_path", default="params.yaml")
+@click.option("--data", "data_dir", default="data/processed", type=click.Path(file_okay=False))
+@click.option("--model", "model_path", default="models/model.pt", type=click.Path(dir_okay=False))
+@click.option("--metrics", "metrics_path", default="reports/metrics.json", type=click.Path(dir_okay=False))
+@click.option(
+    "--submission", "submission_dir", default="reports/submission", type=click.Path(file_okay=False)
+)
+def main(params_path: str, data_dir: str, model_path: str, metrics_path: str, submission_dir: str) -> None:
+    try:
+        params = load_params(params_path)
+        data_cfg = build(DataConfig, section(params, "data_loader"), "data_loader")
+        infer_cfg = build(InferenceConfig, section(params, "inference"), "inference")
+        device = resolve_device(section(params, "train.device"))
+        model, _ = load_model(Path(model_path), device)
+        val_set = SceneDataset(data_dir, "val", data_cfg, with_ground_truth=True, train=False)
+    except (ConfigError, DataError, CheckpointError) as err:
+        click.echo(f"evaluate failed: {err}", err=True)
+        sys.exit(1)
+    torch.set_num_threads(max(int(section(params, "train.threads")), 1))
+
+    out = Path(submission_dir)
+    partial = out.with_name(out.name + ".partial")  # swapped in whole: no stale scene files survive
+    shutil.rmtree(partial, ignore_errors=True)
+    evaluator = Evaluator(val_set.class_set)
+    loader = make_loader(val_set, 1, shuffle=False, seed=0, num_workers=0)
+    for batch, preds in iterate_predictions(model, loader, infer_cfg, device):
+        for gt, pred in zip(batch["ground_truth"], preds, strict=True):
+            evaluator.add(SceneGT(pred.scene_id, gt["label"].numpy(), gt["instance"].numpy()), pred)
+            write_submission(partial, pred.scene_id, pred, val_set.class_set)
+    shutil.rmtree(out, ignore_errors=True)
+    partial.rename(out)
+
+    result = evaluator.result()
+    metrics = {
+        "val": to_jsonable(
+            {k: result[k] for k in ("mAP", "AP50", "AP25", "per_class", "n_scenes", "n_gt_instances")}
+        )
+    }
+    write_json_atomic(Path(metrics_path), metrics)
+    click.echo(f"evaluate: val mAP {result['mAP']:.3f}  AP50 {result['AP50']:.3f}  AP25 {result['AP25']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""params.yaml -> typed configs: strict keys, named errors, and the real params.yaml parses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError, build, flatten, load_params, section
+from stages.download import DataParams
+from stages.train import load_run_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Inner:
+    rate: float
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Outer:
+    inner: Inner
+    steps: int
+    flag: bool
+
+
+def test_build_fills_nested_dataclasses():
+    cfg = build(Outer, {"inner": {"rate": 1, "names": ["a", "b"]}, "steps": 3, "flag": True}, "x")
+    assert cfg == Outer(Inner(1.0, ("a", "b")), 3, True)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"inner": {"rate": 1.0, "names": []}, "steps": 3, "flag": True, "typo": 1}, "x.typo"),
+        ({"inner": {"rate": 1.0}, "steps": 3, "flag": True}, "x.inner.names"),
+        ({"inner": {"rate": "fast", "names": []}, "steps": 3, "flag": True}, "x.inner.rate"),
+        ({"inner": {"rate": 1.0, "names": []}, "steps": 3.5, "flag": True}, "x.steps"),
+        ({"inner": {"rate": 1.0, "names": []}, "steps": 3, "flag": 1}, "x.flag"),
+    ],
+)
+def test_build_names_the_offending_key(data, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        build(Outer, data, "x")
+
+
+def test_the_repository_params_parse():
+    params = load_params(REPO / "params.yaml")
+    data = build(DataParams, section(params, "data"), "data")
+    assert data.source == "synthetic"
+    run = load_run_config(str(REPO / "params.yaml"))
+    assert run.model.num_classes == 18
+
+
+def test_section_and_flatten():
+    params = {"a": {"b": {"c": 1}}, "d": 2}
+    assert section(params, "a.b") == {"c": 1}
+    with pytest.raises(ConfigError, match="a.x"):
+        section(params, "a.x.y")
+    assert flatten(params) == {"a.b.c": 1, "d": 2}
