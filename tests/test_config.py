@@ -58,6 +58,6 @@ def test_the_repository_params_parse():
 def test_section_and_flatten():
     params = {"a": {"b": {"c": 1}}, "d": 2}
     assert section(params, "a.b") == {"c": 1}
-    with pytest.raises(ConfigError, match="a.x"):
+    with pytest.raises(ConfigError, match=r"a\.x"):
         section(params, "a.x.y")
     assert flatten(params) == {"a.b.c": 1, "d": 2}

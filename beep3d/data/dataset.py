@@ -171,9 +171,6 @@ class SceneDataset(Dataset):
             xyz, centres = augment_scene(self.cfg.augment, xyz, boxes.center, rng)
         else:
             centres = boxes.center.astype(np.float32)
-        coords, point_voxel = voxelize(xyz, self.cfg.voxel_size)
-        point_feats = np.concatenate([rgb.astype(np.float32) / 127.5 - 1.0, xyz], axis=1)  # (P, 6)
-        n_sp = int(superpoint.max()) + 1
         supervision = {
             "box_id": boxes.box_id.astype(np.int64),
             "box_label": self.class_set.class_index(boxes.label),
@@ -190,18 +187,53 @@ class SceneDataset(Dataset):
             if keep is not None:
                 label, instance = label[keep], instance[keep]
             ground_truth = {"label": label.astype(np.int16), "instance": instance.astype(np.int32)}
-        return SceneSample(
-            scene_id=scene_id,
-            coords=coords,
-            feats=segment_mean(point_feats, point_voxel, len(coords)),
-            point_voxel=point_voxel,
-            superpoint=superpoint,
-            sp_xyz=segment_mean(xyz, superpoint, n_sp),
-            scene_min=xyz.min(axis=0),
-            scene_max=xyz.max(axis=0),
-            supervision=supervision,
-            ground_truth=ground_truth,
-        )
+        return make_sample(scene_id, xyz, rgb, superpoint, self.cfg.voxel_size, supervision, ground_truth)
+
+
+def make_sample(
+    scene_id: str,
+    xyz: np.ndarray,
+    rgb: np.ndarray,
+    superpoint: np.ndarray,
+    voxel_size: float,
+    supervision: dict[str, np.ndarray] | None = None,
+    ground_truth: dict[str, np.ndarray] | None = None,
+) -> SceneSample:
+    """Voxelize one scene's P points into the `SceneSample` the model consumes.
+
+    xyz: (P, 3) float32 metres in the frame the model sees (augmented for training, as stored
+    for evaluation and inference); rgb: (P, 3) uint8; superpoint: (P,) int64 contiguous 0..S-1.
+    supervision: the box dict of `SceneDataset.__getitem__`; None (inference on a user's scan)
+    gives an empty one (T = 0 boxes) so that `collate` treats the scene like any other.
+    """
+    if superpoint.shape != (len(xyz),) or len(xyz) == 0:
+        raise ValueError(f"need P > 0 points and one superpoint each, got {len(xyz)} and {superpoint.shape}")
+    coords, point_voxel = voxelize(xyz, voxel_size)
+    point_feats = np.concatenate([rgb.astype(np.float32) / 127.5 - 1.0, xyz], axis=1)  # (P, 6)
+    n_sp = int(superpoint.max()) + 1
+    if supervision is None:
+        supervision = {
+            "box_id": np.zeros(0, np.int64),
+            "box_label": np.zeros(0, np.int64),
+            "box_is_background": np.zeros(0, bool),
+            "box_min": np.zeros((0, 3), np.float32),
+            "box_max": np.zeros((0, 3), np.float32),
+            "box_center": np.zeros((0, 3), np.float32),
+            "point_in_box": np.zeros((len(xyz), 0), bool),
+            "superpoint": superpoint,
+        }
+    return SceneSample(
+        scene_id=scene_id,
+        coords=coords,
+        feats=segment_mean(point_feats, point_voxel, len(coords)),
+        point_voxel=point_voxel,
+        superpoint=superpoint,
+        sp_xyz=segment_mean(xyz, superpoint, n_sp),
+        scene_min=xyz.min(axis=0),
+        scene_max=xyz.max(axis=0),
+        supervision=supervision,
+        ground_truth=ground_truth,
+    )
 
 
 def _load_boxes(path: Path, n_boxes: dict[str, int]) -> dict[str, Boxes]:
