@@ -35,7 +35,11 @@ class OptimConfig:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # foreach=True: torch picks the per-parameter loop on CPU, a dozen small parallel ops per
+    # tensor; with 2 threads on a busy machine each op can wait milliseconds for the second
+    # thread, and a MAFT-size step took seconds (benchmarks/train_bench.py). The foreach kernels
+    # apply the same ops in the same order: bitwise-identical updates.
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
 
 
 def learning_rate(step: int, total_steps: int, cfg: OptimConfig) -> float:
@@ -98,7 +102,8 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     losses["total"].backward()
     if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        # foreach for the same reason as the optimiser (bitwise-identical norm and scaling).
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip, foreach=True)
     optimizer.step()
     return {k: float(v.detach()) for k, v in losses.items()}
 
@@ -123,7 +128,9 @@ def predict_scenes(model: BoxInstanceModel, batch: dict[str, Any], cfg: Inferenc
     p_off = batch["point_offsets"].tolist()
     superpoint = batch["superpoint"]
     sp_sizes = [
-        torch.bincount(superpoint[p_off[b] : p_off[b + 1]] - offsets[b], minlength=offsets[b + 1] - offsets[b])
+        torch.bincount(
+            superpoint[p_off[b] : p_off[b + 1]] - offsets[b], minlength=offsets[b + 1] - offsets[b]
+        )
         for b in range(batch["batch_size"])
     ]
     instances = predict_instances(outputs, cfg.topk, cfg.score_threshold, sp_sizes, cfg.min_points)

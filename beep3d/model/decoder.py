@@ -104,9 +104,12 @@ class RelativePositionBias(nn.Module):
         self.fc2 = nn.Linear(hidden, n_heads)
 
     def forward(self, ref: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        # ref (B, Q, 3), pos (B, S, 3); fc1 is affine, so fc1(r - p) = fc1(r) - W p.
-        hidden = self.fc1(ref)[:, :, None] - F.linear(pos, self.fc1.weight)[:, None]  # (B, Q, S, hidden)
-        return self.fc2(hidden.relu()).permute(0, 3, 1, 2)  # (B, H, Q, S)
+        # ref (B, Q, 3), pos (B, S, 3); fc1 is affine, so fc1(r - p) = fc1(r) + W (-p). Adding the
+        # negated (B, S, hidden) term rather than subtracting spares backward a negation of the
+        # (B, Q, S, hidden) gradient (float negation is exact: the same numbers either way).
+        hidden = self.fc1(ref)[:, :, None] + F.linear(-pos, self.fc1.weight)[:, None]  # (B, Q, S, hidden)
+        # In place: the sum is a temporary no backward needs, and it is the largest tensor here.
+        return self.fc2(hidden.relu_()).permute(0, 3, 1, 2)  # (B, H, Q, S)
 
 
 class DecoderLayer(nn.Module):
@@ -131,10 +134,10 @@ class DecoderLayer(nn.Module):
         x: torch.Tensor,  # (B, Q, d) content
         x_pos: torch.Tensor,  # (B, Q, d) embedding of the reference points
         ref: torch.Tensor,  # (B, Q, 3) reference points in [0, 1]
-        query_pad: torch.Tensor,  # (B, Q) bool
+        query_pad: torch.Tensor | None,  # (B, Q) bool, True = padding; None = no padding
         memory: torch.Tensor,  # (B, S, d) superpoint features
         memory_pos: torch.Tensor,  # (B, S, 3) superpoint centroids in [0, 1]
-        memory_pad: torch.Tensor,  # (B, S) bool
+        memory_pad: torch.Tensor | None,  # (B, S) bool, True = padding; None = no padding
     ) -> torch.Tensor:
         q = x + x_pos
         x = self.norms[0](x + self.drop(self.self_attn(q, q, x, key_pad=query_pad)))
@@ -214,11 +217,11 @@ class QueryDecoder(nn.Module):
         self,
         content: torch.Tensor,  # (B, Q, d)
         ref: torch.Tensor,  # (B, Q, 3) in [0, 1]
-        query_pad: torch.Tensor,  # (B, Q) bool
+        query_pad: torch.Tensor | None,  # (B, Q) bool, True = padding; None = no padding
         memory: torch.Tensor,  # (B, S, d)
         mask_feats: torch.Tensor,  # (B, S, d)
         memory_pos: torch.Tensor,  # (B, S, 3) in [0, 1]
-        memory_pad: torch.Tensor,  # (B, S) bool
+        memory_pad: torch.Tensor | None,  # (B, S) bool, True = padding; None = no padding
     ) -> list[dict[str, torch.Tensor]]:
         """One dict of padded predictions per layer, first layer first (see `_heads` for keys)."""
         outputs = []

@@ -133,11 +133,20 @@ def pool_superpoints(
     return sums / counts[:, None].to(sums.dtype)
 
 
-def _pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """List of (N_b, ...) -> (B, N_max, ...) zero-padded and (B, N_max) bool, True = padding."""
+def _pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """List of (N_b, ...) -> (B, N_max, ...) zero-padded and (B, N_max) bool, True = padding.
+
+    The mask is None when no row is padded (one scene, or equal sizes): masking nothing would
+    still cost attention a pass over its (B, H, Q, S) scores, forward and backward.
+    """
     padded = nn.utils.rnn.pad_sequence(rows, batch_first=True)
-    lengths = torch.tensor([len(r) for r in rows], device=padded.device)
-    pad = torch.arange(padded.shape[1], device=padded.device)[None] >= lengths[:, None]
+    lengths = [len(r) for r in rows]
+    if min(lengths) == padded.shape[1]:
+        return padded, None
+    pad = (
+        torch.arange(padded.shape[1], device=padded.device)[None]
+        >= torch.tensor(lengths, device=padded.device)[:, None]
+    )
     return padded, pad
 
 
@@ -243,8 +252,8 @@ class BoxInstanceModel(nn.Module):
         sp_pos = [(batch["sp_xyz"][s] - lo[b]) / extent[b] for b, s in enumerate(scenes)]
         content, ref = self._queries(queries, include_learned, memory, batch["sp_xyz"], scenes, lo, extent)
 
-        content_p, query_pad = _pad(content)  # (B, Q_max, d), (B, Q_max)
-        memory_p, memory_pad = _pad([memory[s] for s in scenes])  # (B, S_max, d), (B, S_max)
+        content_p, query_pad = _pad(content)  # (B, Q_max, d), (B, Q_max) or None
+        memory_p, memory_pad = _pad([memory[s] for s in scenes])  # (B, S_max, d), (B, S_max) or None
         layers = self.decoder(
             content_p, _pad(ref)[0], query_pad,
             memory_p, _pad([mask_feats[s] for s in scenes])[0], _pad(sp_pos)[0], memory_pad,
