@@ -35,7 +35,7 @@ import torch
 from beep3d.classes import CLASS_SETS, ClassSet
 from beep3d.data.dataset import collate, make_sample
 from beep3d.data.ply import PlyCloud, read_ply, write_ply
-from beep3d.data.scannet import _read_segments
+from beep3d.data.scannet import read_segments as read_scannet_segments
 from beep3d.data.superpoints import SuperpointConfig, compute_superpoints
 from beep3d.engine import InferenceConfig, batch_to, predict_scenes
 from beep3d.errors import DataError
@@ -155,7 +155,7 @@ def read_segments(path: Path, n_vertices: int, scene_id: str) -> np.ndarray:
     if not path.exists():
         raise DataError("segments file not found", path=path, scene_id=scene_id)
     # The ScanNet reader's own parser: same validation, same messages as in preprocessing.
-    return _read_segments(path, scene_id, n_vertices).contiguous.astype(np.int64)
+    return read_scannet_segments(path, scene_id, n_vertices).contiguous.astype(np.int64)
 
 
 def scan_superpoints(

@@ -217,7 +217,7 @@ def _int_array(values: object, path: Path, scene_id: str, what: str) -> np.ndarr
         raise DataError(f"{what} holds integers too large for int64", path=path, scene_id=scene_id) from None
 
 
-class _SegmentIndex:
+class SegmentIndex:
     """Maps original segment ids to contiguous 0..S-1 (sorted by original id)."""
 
     def __init__(self, seg: np.ndarray):
@@ -250,7 +250,7 @@ class _SegmentIndex:
         return out
 
 
-def _read_segments(path: Path, scene_id: str, n_vertices: int) -> _SegmentIndex:
+def read_segments(path: Path, scene_id: str, n_vertices: int) -> SegmentIndex:
     obj = _load_json(path, scene_id, "segs")
     if "segIndices" not in obj:
         raise DataError("segs JSON has no 'segIndices'", path=path, scene_id=scene_id)
@@ -261,11 +261,11 @@ def _read_segments(path: Path, scene_id: str, n_vertices: int) -> _SegmentIndex:
             path=path,
             scene_id=scene_id,
         )
-    return _SegmentIndex(seg)
+    return SegmentIndex(seg)
 
 
 def _read_aggregation(
-    path: Path, scene_id: str, segments: _SegmentIndex, label_map: dict[str, int]
+    path: Path, scene_id: str, segments: SegmentIndex, label_map: dict[str, int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-segment (label, instance), each (S,): nyu40 id or -1, objectId + 1 or 0."""
     obj = _load_json(path, scene_id, "aggregation")
@@ -331,7 +331,7 @@ def read_scannet_scene(root: Path, scene_id: str, split: str, label_map: dict[st
     xyz = np.einsum("ij,nj->ni", matrix[:3, :3], cloud.xyz.astype(np.float64)) + matrix[:3, 3]  # (N, 3)
     if not np.isfinite(xyz).all() or np.abs(xyz).max() > np.finfo(np.float32).max:
         raise DataError("aligned coordinates are not finite", path=files["meta"], scene_id=scene_id)
-    segments = _read_segments(files["segs"], scene_id, n)
+    segments = read_segments(files["segs"], scene_id, n)
     superpoint = segments.contiguous  # (N,)
     if split == "test":
         label = np.full(n, -1, np.int16)
