@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/train_bench.py [--threads 2] [--steps 5] [--warmup 2]
         [--config small|maft|both] [--mode full|box_heuristic] [--vertices 150000]
-        [--params params.yaml] [--profile 0]
+        [--params params.yaml] [--mem-steps 2] [--profile N] [--verbose]
 
 Builds one ScanNet-size synthetic scene (the train scene among the generator's first few whose
 vertex count is nearest `--vertices`) into a temporary processed dataset, and loads it through
@@ -29,11 +29,20 @@ and breaks the whole step down with timers hooked into the same call (no copy of
   clip        gradient-norm clipping (between the last gradient and the optimiser step)
   optimiser   AdamW step (optimizer step hooks)
 
-All numbers are medians over `--steps` steps after `--warmup` steps (the breakdown's medians need
-not add up exactly to the median step). Peak memory is the RSS growth during a step above the
-RSS just before it, sampled every ~2 ms by a thread (psutil); freed heap memory is handed back
-to the OS (glibc malloc_trim) before each step so the baseline is the live set, not the
-allocator's cache. A peak shorter than the sampling interval can be missed.
+All times are medians over `--steps` steps after `--warmup` steps (the breakdown's medians need
+not add up exactly to the median step). Peak memory comes from `--mem-steps` further steps that
+are not timed: the RSS growth during the bare UNet and during the whole step above the RSS just
+before each, sampled every ~2 ms by a thread (psutil). Freed heap memory is handed back to the OS
+(glibc malloc_trim) before each of them so that the baseline is the live set, not the
+allocator's cache; the page faults this causes would slow a timed step, hence separate steps. A
+peak shorter than the sampling interval can be missed.
+
+The bare UNet and the whole step run in alternating order (even steps bare first), since the
+first pass over a new batch is slower. Wall times on a shared 2-core machine move with whatever
+else runs: the ratio is also printed as the median of each step's own (whole / bare) pair, and
+as a ratio of this process's CPU time. With 2 threads a busy machine inflates CPU time too
+(OpenMP threads spin while they wait for each other); with `--threads 1` the CPU-time ratio is
+the figure least affected by other load.
 
 Targets: whole step <= 1.5 x bare UNet (forward + backward), printed as PASS / MISS, and the
 share of the step (with data) spent outside the backbone's forward and backward.
@@ -155,7 +164,7 @@ class Timer:
 
 
 class TimedCriterion:
-    """A Criterion whose call, matcher and per-layer losses are timed; same results."""
+    """A Criterion whose call and matcher are timed (losses = call - matching); same results."""
 
     def __init__(self, criterion: Criterion, timer: Timer):
         self.inner = criterion
@@ -300,12 +309,49 @@ def profile_step(
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
+def time_step(
+    model: BoxInstanceModel, criterion: TimedCriterion, optimizer: torch.optim.Optimizer, timer: Timer,
+    batch: dict[str, Any], targets: list[dict[str, torch.Tensor]], step: int, lr: float, clip: float,
+) -> dict[str, float]:  # fmt: skip
+    """Wall and CPU seconds of the bare UNet and of the whole step on one batch, the breakdown
+    (BREAKDOWN) and the loss. The first pass over a new batch is slower (fresh memory, page
+    faults), so the order alternates with the step: even steps run the bare UNet first."""
+    out = {}
+    for part in ("bare UNet", "whole step") if step % 2 == 0 else ("whole step", "bare UNet"):
+        timer.reset()
+        start, cpu = time.perf_counter(), time.process_time()
+        if part == "bare UNet":
+            bare_unet_step(model, batch)
+        else:
+            out["loss"] = train_step(model, criterion, optimizer, batch, targets, step, lr, clip)["total"]  # type: ignore[arg-type]
+        out[part], out[f"{part} cpu"] = time.perf_counter() - start, time.process_time() - cpu
+        if part == "bare UNet":
+            model.zero_grad(set_to_none=True)
+        else:
+            out.update(breakdown(timer))
+    out["paired ratio"] = out["whole step"] / out["bare UNet"]
+    return out
+
+
+def memory_step(
+    model: BoxInstanceModel, criterion: TimedCriterion, optimizer: torch.optim.Optimizer,
+    batch: dict[str, Any], targets: list[dict[str, torch.Tensor]], step: int, lr: float, clip: float,
+) -> dict[str, int]:  # fmt: skip
+    """Peak RSS growth (bytes) of the bare UNet and of the whole step on one batch (not timed)."""
+    with PeakRss() as bare:
+        bare_unet_step(model, batch)
+    model.zero_grad(set_to_none=True)
+    with PeakRss() as whole:
+        train_step(model, criterion, optimizer, batch, targets, step, lr, clip)  # type: ignore[arg-type]
+    return {"bare_mem": bare.growth, "step_mem": whole.growth}
+
+
 def run_config(
     name: str, model_cfg: ModelConfig, run: RunConfig, dataset: SceneDataset, args: argparse.Namespace
 ) -> None:
+    """Time and measure one model config on the benchmark scene and print its report."""
     torch.manual_seed(0)
     model = build_model(model_cfg, DEVICE)
-    n_params = sum(p.numel() for p in model.parameters())
     criterion = Criterion.from_config(run.train.loss)
     optimizer = make_optimizer(model, run.train.optim)
     lr, clip = run.train.optim.lr, run.train.optim.grad_clip
@@ -313,36 +359,25 @@ def run_config(
     timed_criterion = TimedCriterion(criterion, timer)
     rows: dict[str, list[float]] = defaultdict(list)
     sizes: dict[str, list[int]] = defaultdict(list)
+    n_timed = args.warmup + args.steps
     with instrumented(model, optimizer, timer):
-        for step in range(args.warmup + args.steps):
+        for step in range(n_timed + args.mem_steps):
             batch, targets, data_times = load_batch(dataset, step, args.mode)
             model.train()
-            with PeakRss() as bare_mem:
-                start, cpu = time.perf_counter(), time.process_time()
-                bare_unet_step(model, batch)
-                bare, bare_cpu = time.perf_counter() - start, time.process_time() - cpu
-            model.zero_grad(set_to_none=True)
-            timer.reset()
-            with PeakRss() as step_mem:
-                start, cpu = time.perf_counter(), time.process_time()
-                losses = train_step(model, timed_criterion, optimizer, batch, targets, step, lr, clip)  # type: ignore[arg-type]
-                whole, whole_cpu = time.perf_counter() - start, time.process_time() - cpu
+            if step >= n_timed:
+                for key, value in memory_step(
+                    model, timed_criterion, optimizer, batch, targets, step, lr, clip
+                ).items():
+                    sizes[key].append(value)
+                continue
+            times = time_step(model, timed_criterion, optimizer, timer, batch, targets, step, lr, clip)
             if args.verbose:
                 print(f"   step {step}{' (warm-up)' if step < args.warmup else ''}: data {data_times['data']:.2f} s, "
-                      f"bare UNet {bare:.2f} s, whole step {whole:.2f} s", flush=True)  # fmt: skip
+                      f"bare UNet {times['bare UNet']:.2f} s, whole step {times['whole step']:.2f} s", flush=True)  # fmt: skip
             if step < args.warmup:
                 continue
-            rows["bare cpu"].append(bare_cpu)
-            rows["whole cpu"].append(whole_cpu)
-            rows["paired ratio"].append(whole / bare)
-            for key, value in data_times.items():
+            for key, value in {**data_times, **times}.items():
                 rows[key].append(value)
-            rows["bare UNet"].append(bare)
-            rows["whole step"].append(whole)
-            for key, value in breakdown(timer).items():
-                rows[key].append(value)
-            sizes["bare_mem"].append(bare_mem.growth)
-            sizes["step_mem"].append(step_mem.growth)
             sizes["V"].append(len(batch["coords"]))
             sizes["P"].append(len(batch["point_voxel"]))
             sizes["S"].append(int(batch["sp_offsets"][-1]))
@@ -350,12 +385,13 @@ def run_config(
     if args.profile:
         profile_step(model, criterion, optimizer, batch, targets, lr, clip, args.profile)
     med = {k: statistics.median(v) for k, v in rows.items()}
-    report(name, model_cfg, n_params, med, sizes, float(losses["total"]))
+    report(name, model_cfg, sum(p.numel() for p in model.parameters()), med, sizes, rows["loss"][-1])
 
 
 def report(
     name: str, cfg: ModelConfig, n_params: int, med: dict[str, float], sizes: dict[str, list[int]], loss: float
 ) -> None:  # fmt: skip
+    """Print one config's medians, the ratio against the bare UNet and the peak memory."""
     v = sizes["V"]
     print(
         f"\n== {name}: widths {list(cfg.widths)} x{cfg.blocks_per_level}, {cfg.n_queries} queries, "
@@ -377,9 +413,9 @@ def report(
     print(f"   whole step / bare UNet: {ratio:.2f}x (target <= {TARGET_RATIO}x: {verdict}); "
           f"with data: {(med['whole step'] + med['data']) / med['bare UNet']:.2f}x")  # fmt: skip
     # Less sensitive to other processes on the machine: the ratio within each step's pair, and the
-    # ratio of the CPU time this process used (waiting for a busy core costs wall time only).
+    # ratio of this process's CPU time (with 1 thread, waiting for a busy core costs wall time only).
     print(f"   same ratio, median of per-step pairs: {med['paired ratio']:.2f}x; by process CPU time: "
-          f"{med['whole cpu'] / med['bare cpu']:.2f}x ({med['whole cpu']:.1f} s / {med['bare cpu']:.1f} s)")  # fmt: skip
+          f"{med['whole step cpu'] / med['bare UNet cpu']:.2f}x ({med['whole step cpu']:.1f} s / {med['bare UNet cpu']:.1f} s)")  # fmt: skip
     backbone = med["backbone"] + med["bwd bbone"]
     with_data = med["whole step"] + med["data"]
     print(f"   outside the backbone (fwd + bwd): {1 - backbone / with_data:.1%} of data + step, "
@@ -409,9 +445,10 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml", help="augmentation, loss and optimiser params")
     parser.add_argument("--profile", type=int, default=0, help="print the top N ops of one extra step")
     parser.add_argument("--verbose", action="store_true", help="print every step's times")
+    parser.add_argument("--mem-steps", type=int, default=2, help="extra untimed steps measuring memory")
     args = parser.parse_args()
-    if args.steps < 1 or args.warmup < 0 or args.threads < 1:
-        parser.error("need --steps >= 1, --warmup >= 0, --threads >= 1")
+    if args.steps < 1 or args.warmup < 0 or args.threads < 1 or args.mem_steps < 1:
+        parser.error("need --steps >= 1, --warmup >= 0, --threads >= 1, --mem-steps >= 1")
     torch.set_num_threads(args.threads)
 
     params = load_params(args.params)
