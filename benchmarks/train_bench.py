@@ -77,7 +77,7 @@ from beep3d.data.preprocess import PreprocessConfig, process_scene, write_points
 from beep3d.data.schema import BOXES_SCHEMA, SCENES_SCHEMA, write_table
 from beep3d.data.superpoints import SuperpointConfig
 from beep3d.data.synthetic import generate_scene, scannet_size_config
-from beep3d.engine import batch_to, make_optimizer, make_targets, train_step
+from beep3d.engine import batch_to, learning_rate, make_optimizer, make_targets, train_step
 from beep3d.loss.criterion import Criterion
 from beep3d.model.model import BoxInstanceModel, ModelConfig
 from beep3d.model.unet import padded_spatial_shape
@@ -354,7 +354,7 @@ def run_config(
     model = build_model(model_cfg, DEVICE)
     criterion = Criterion.from_config(run.train.loss)
     optimizer = make_optimizer(model, run.train.optim)
-    lr, clip = run.train.optim.lr, run.train.optim.grad_clip
+    clip = run.train.optim.grad_clip
     timer = Timer()
     timed_criterion = TimedCriterion(criterion, timer)
     rows: dict[str, list[float]] = defaultdict(list)
@@ -363,6 +363,8 @@ def run_config(
     with instrumented(model, optimizer, timer):
         for step in range(n_timed + args.mem_steps):
             batch, targets, data_times = load_batch(dataset, step, args.mode)
+            # The train loop's schedule (warm-up first), as if these were a run's first steps.
+            lr = learning_rate(step, n_timed + args.mem_steps, run.train.optim)
             model.train()
             if step >= n_timed:
                 for key, value in memory_step(
