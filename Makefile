@@ -39,3 +39,4 @@ format: setup
 bench: setup
 	python benchmarks/preprocess_bench.py
 	python benchmarks/eval_bench.py
+	python benchmarks/train_bench.py

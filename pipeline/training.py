@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -28,6 +28,7 @@ from beep3d.backend import conv_algo, resolve_device
 from beep3d.data.dataset import DataConfig, SceneDataset, make_loader
 from beep3d.engine import (
     InferenceConfig,
+    Mode,
     OptimConfig,
     batch_to,
     evaluate_model,
@@ -39,11 +40,12 @@ from beep3d.engine import (
 from beep3d.loss.criterion import Criterion, CriterionConfig
 from beep3d.model.model import BoxInstanceModel, ModelConfig
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.config import ConfigError
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    mode: Literal["full", "box_heuristic"]  # supervision: ground-truth masks, or boxes + smallest-box rule
+    mode: Mode  # supervision: ground-truth masks, or boxes + smallest-box rule
     seed: int  # seeds weights, augmentation and scene order; same seed on CPU -> same metrics
     device: str  # auto | cpu | cuda
     threads: int  # torch CPU threads (0 = torch's default)
@@ -51,7 +53,7 @@ class TrainConfig:
     batch_size: int  # scenes per step
     loader_workers: int  # DataLoader worker processes (0 = load in the training process)
     checkpoint_every: int  # epochs between resume checkpoints
-    eval_every: int  # epochs between val evaluations logged in the history (0 = only at the end)
+    eval_every: int  # epochs between val evaluations logged in the history (0 = none; the evaluate stage scores the final model)
     optim: OptimConfig
     loss: CriterionConfig
 
@@ -93,16 +95,17 @@ def train(
     train_set = SceneDataset(
         processed_dir, "train", cfg.data_loader, with_ground_truth=with_gt, train=True, seed=t.seed
     )
-    val_set = SceneDataset(
-        processed_dir, "val", cfg.data_loader, with_ground_truth=True, train=False, seed=t.seed
-    )
     if cfg.model.num_classes != train_set.class_set.num_classes:
-        raise ValueError(
+        raise ConfigError(
             f"params: model.num_classes is {cfg.model.num_classes} but the data's class set "
             f"'{train_set.class_set.name}' has {train_set.class_set.num_classes} classes"
         )
     loader = make_loader(train_set, t.batch_size, shuffle=True, seed=t.seed, num_workers=t.loader_workers)
-    val_loader = make_loader(val_set, 1, shuffle=False, seed=t.seed, num_workers=t.loader_workers)
+    if t.eval_every:  # only then is a val split needed here
+        val_set = SceneDataset(
+            processed_dir, "val", cfg.data_loader, with_ground_truth=True, train=False, seed=t.seed
+        )
+        val_loader = make_loader(val_set, 1, shuffle=False, seed=t.seed, num_workers=t.loader_workers)
     steps_per_epoch = len(loader)
     total_steps = t.epochs * steps_per_epoch
 
@@ -142,7 +145,9 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{losses['total']:.3f}")
         last = epoch + 1 == t.epochs
-        if (t.eval_every and (epoch + 1) % t.eval_every == 0) or last:
+        # No forced evaluation after the last epoch: the evaluate stage scores the final model,
+        # and doing it here too would cost a second pass over the val split.
+        if t.eval_every and (epoch + 1) % t.eval_every == 0:
             metrics = evaluate_model(model, val_loader, val_set.class_set, cfg.inference, device)
             history.append({"step": step, "epoch": epoch, "val_mAP": metrics["mAP"], "val_AP50": metrics["AP50"],
                             "val_AP25": metrics["AP25"], "epoch_seconds": time.perf_counter() - started})  # fmt: skip

@@ -68,6 +68,18 @@ class ProjectCopy:
         self.run("git", "commit", "-qm", message)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The test machine's cores are shared: a multi-threaded torch pool spinning against other
+    processes made the small sparse UNet 20-100x slower (2-15 s instead of 0.1 s)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def project_copy(tmp_path: Path) -> ProjectCopy:
     root = tmp_path / "project"

@@ -54,14 +54,7 @@ TINY_MODEL = {
 LOOSE = ["--device", "cpu", "--score-threshold", "0", "--topk", "12"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The test machine's cores are shared: a multi-threaded torch pool spinning against other
-    processes made the small sparse UNet 20-100x slower (2-15 s instead of 0.1 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
