@@ -46,7 +46,9 @@ def main(params_path: str, data_dir: str, model_path: str, metrics_path: str, su
     except (ConfigError, DataError, CheckpointError) as err:
         click.echo(f"evaluate failed: {err}", err=True)
         sys.exit(1)
-    torch.set_num_threads(max(int(section(params, "train.threads")), 1))
+    threads = int(section(params, "train.threads"))
+    if threads > 0:  # 0 = torch's default, as in training
+        torch.set_num_threads(threads)
 
     out = Path(submission_dir)
     partial = out.with_name(out.name + ".partial")  # swapped in whole: no stale scene files survive
@@ -56,7 +58,7 @@ def main(params_path: str, data_dir: str, model_path: str, metrics_path: str, su
     for batch, preds in iterate_predictions(model, loader, infer_cfg, device):
         for gt, pred in zip(batch["ground_truth"], preds, strict=True):
             evaluator.add(SceneGT(pred.scene_id, gt["label"].numpy(), gt["instance"].numpy()), pred)
-            write_submission(partial, pred.scene_id, pred, val_set.class_set)
+            write_submission(partial, pred.scene_id, pred, val_set.class_set, durable=False)
     shutil.rmtree(out, ignore_errors=True)
     partial.rename(out)
 

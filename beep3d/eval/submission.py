@@ -58,8 +58,13 @@ def _mask_bytes(mask: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def write_submission(out_dir: str | Path, scene_id: str, pred: ScenePred, class_set: ClassSet) -> Path:
+def write_submission(
+    out_dir: str | Path, scene_id: str, pred: ScenePred, class_set: ClassSet, durable: bool = True
+) -> Path:
     """Write one scene's predictions; returns the path of `<out_dir>/<scene_id>.txt`.
+
+    durable=False skips the per-file fsync (see `beep3d.io.atomic_path`): for a caller that swaps
+    the whole folder in at the end.
 
     Every file is written atomically; the scene file comes last, so a scene file that exists
     never points at missing masks. Mask files of this scene left over from an earlier, longer
@@ -77,11 +82,11 @@ def write_submission(out_dir: str | Path, scene_id: str, pred: ScenePred, class_
     lines = []
     for k, mask in enumerate(_mask_rows(pred)):
         rel = f"{MASK_DIR}/{scene_id}_{k:03d}.txt"
-        write_bytes_atomic(out_dir / rel, _mask_bytes(mask))
+        write_bytes_atomic(out_dir / rel, _mask_bytes(mask), durable)
         label_id = class_set.instance_ids[classes[k]]
         lines.append(f"{rel} {label_id} {float(pred.scores[k]):.6f}\n")
     main = out_dir / f"{scene_id}.txt"
-    write_text_atomic(main, "".join(lines))
+    write_text_atomic(main, "".join(lines), durable)
     _remove_stale_masks(out_dir / MASK_DIR, scene_id, keep=len(pred))
     return main
 
