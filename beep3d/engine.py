@@ -22,7 +22,7 @@ from beep3d.loss.criterion import Criterion, assert_finite
 from beep3d.loss.targets import box_heuristic_targets, full_targets
 from beep3d.model.model import BoxInstanceModel, predict_instances
 
-Mode = Literal["full", "box_heuristic"]
+Mode = Literal["beep3d", "box_heuristic", "full"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,8 @@ def make_targets(batch: dict[str, Any], mode: Mode, class_set: ClassSet) -> list
         ]
     if mode == "box_heuristic":
         return [box_heuristic_targets(sup) for sup in batch["supervision"]]
+    if mode == "beep3d":
+        raise ValueError("beep3d targets come from the teacher: use beep3d.student_teacher.beep3d_targets")
     raise ValueError(f"unknown training mode {mode!r}")
 
 
@@ -93,11 +95,23 @@ def train_step(
     lr: float,
     grad_clip: float,
 ) -> dict[str, float]:
-    """One optimiser step. Returns every loss term as a float; stops on a non-finite loss."""
+    """One optimiser step on the criterion alone (`full` and `box_heuristic` modes)."""
     model.train()
+    return optimizer_step(model, optimizer, criterion(model(batch), targets), step, lr, grad_clip)
+
+
+def optimizer_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    losses: dict[str, torch.Tensor],
+    step: int,
+    lr: float,
+    grad_clip: float,
+) -> dict[str, float]:
+    """Backward of losses["total"] and one optimiser step at `lr`. Returns every term as a float;
+    stops on a non-finite loss before touching the weights."""
     for group in optimizer.param_groups:
         group["lr"] = lr
-    losses = criterion(model(batch), targets)
     assert_finite(losses, step)
     optimizer.zero_grad(set_to_none=True)
     losses["total"].backward()

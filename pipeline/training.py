@@ -3,11 +3,20 @@
 Kept out of stages/train.py so a test (or a notebook) can run training without DVC, and so the
 stage stays a thin shell that parses paths and writes outputs.
 
-Resume: every `checkpoint_every` epochs the full state (model, optimiser, step, epoch, history)
-goes to `<resume_dir>/state.pt` atomically. A re-run with the same fingerprint (params + data)
-continues from there; a different fingerprint starts fresh and says so, so a stale checkpoint is
-never resumed silently. Batches depend only on (seed, epoch), so a resumed CPU run ends with the
-same weights as an uninterrupted one.
+Modes share the loop: `full` and `box_heuristic` take one criterion step per batch; `beep3d` adds
+the EMA teacher (beep3d/model/ema.py), its pseudo-masks and the consistency losses
+(beep3d/student_teacher.py), and updates the teacher after every optimiser step.
+
+Resume: every `checkpoint_every` epochs the full state (student, teacher, optimiser, epoch,
+history, best evaluation) goes to `<resume_dir>/state.pt` atomically. A re-run with the same
+fingerprint (params + data) continues from there; a different fingerprint starts fresh and says
+so, so a stale checkpoint is never resumed silently. Batches depend only on (seed, epoch), so a
+resumed CPU run ends with the same weights as an uninterrupted one.
+
+Evaluation epochs (`eval_every`): student (and teacher) val AP, and pseudo-mask quality on the
+first `monitor_scenes` training scenes. The best epoch by student val mAP is kept in
+`<resume_dir>/best.pt`; which one becomes the deliverable is `headline` (last unless params say
+best), so the val split never picks the model silently.
 """
 
 from __future__ import annotations
@@ -17,9 +26,9 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from tqdm import tqdm
@@ -35,17 +44,22 @@ from beep3d.engine import (
     learning_rate,
     make_optimizer,
     make_targets,
-    train_step,
+    optimizer_step,
 )
+from beep3d.eval.pseudo_masks import pseudo_mask_quality
 from beep3d.loss.criterion import Criterion, CriterionConfig
+from beep3d.model.ema import EmaTeacher, ema_rate
 from beep3d.model.model import BoxInstanceModel, ModelConfig
+from beep3d.student_teacher import Beep3dConfig, beep3d_losses, beep3d_targets, teacher_view
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.config import ConfigError
+
+MetricsSink = Callable[[dict[str, float], int], None]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    mode: Mode  # supervision: ground-truth masks, or boxes + smallest-box rule
+    mode: Mode  # beep3d (boxes + EMA teacher) | box_heuristic (boxes + smallest-box rule) | full (masks)
     seed: int  # seeds weights, augmentation and scene order; same seed on CPU -> same metrics
     device: str  # auto | cpu | cuda
     threads: int  # torch CPU threads (0 = torch's default)
@@ -53,9 +67,24 @@ class TrainConfig:
     batch_size: int  # scenes per step
     loader_workers: int  # DataLoader worker processes (0 = load in the training process)
     checkpoint_every: int  # epochs between resume checkpoints
-    eval_every: int  # epochs between val evaluations logged in the history (0 = none; the evaluate stage scores the final model)
+    eval_every: int  # epochs between evaluations (val AP, pseudo-mask quality); 0 = none
+    monitor_scenes: int  # training scenes scored for pseudo-mask quality at each evaluation (0 = all)
+    headline: Literal["last", "best"]  # which evaluation epoch's student becomes the model
+    ema: float  # EMA teacher rate a (beep3d mode)
+    ema_warmup_steps: int  # EMA warm-up time constant (0 = plain EMA); see beep3d/model/ema.py
+    beep3d: Beep3dConfig
     optim: OptimConfig
     loss: CriterionConfig
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"train.ema must be in [0, 1), got {self.ema}")
+        if self.epochs < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
+            raise ValueError("train.epochs, train.batch_size and train.checkpoint_every must be >= 1")
+        if self.eval_every < 0 or self.monitor_scenes < 0 or self.ema_warmup_steps < 0:
+            raise ValueError("train.eval_every, train.monitor_scenes and train.ema_warmup_steps must be >= 0")
+        if self.headline == "best" and not self.eval_every:
+            raise ValueError("train.headline 'best' needs evaluations: set train.eval_every > 0")
 
 
 @dataclass(frozen=True)
@@ -66,16 +95,123 @@ class RunConfig:
     inference: InferenceConfig
 
 
+@dataclass
+class TrainResult:
+    """What a training run leaves: the headline student (and teacher), the last and best states."""
+
+    model: BoxInstanceModel  # the headline student (last epoch, or best with headline: best)
+    teacher: BoxInstanceModel | None  # its EMA teacher (beep3d mode)
+    history: list[dict[str, Any]]  # one row per step, one per evaluation
+    class_set: str
+    last: dict[str, Any] = field(default_factory=dict)  # {"student", "teacher"?} state dicts
+    best: dict[str, Any] | None = None  # {"student", "teacher"?, "epoch", "metrics"} or None
+    summary: dict[str, Any] = field(default_factory=dict)  # best/last evaluation metrics, labelled
+
+
 def fingerprint(cfg: RunConfig, processed_dir: Path) -> str:
     """Hash of every param that shapes training plus the processed data's scene/box tables."""
     h = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str).encode())
+    h.update(data_hash(processed_dir).encode())
+    return h.hexdigest()[:16]
+
+
+def data_hash(processed_dir: Path) -> str:
+    """sha256 of the processed data's scene and box tables (they change whenever any scene does)."""
+    h = hashlib.sha256()
     for name in ("scenes.parquet", "boxes.parquet"):
         h.update((processed_dir / name).read_bytes())
-    return h.hexdigest()[:16]
+    return h.hexdigest()
 
 
 def build_model(cfg: ModelConfig, device: torch.device) -> BoxInstanceModel:
     return BoxInstanceModel(cfg, conv_algo(device)).to(device)
+
+
+class _Run:
+    """State and pieces of one training run (keeps `train` readable)."""
+
+    def __init__(self, cfg: RunConfig, processed_dir: Path, device: torch.device, log: Callable[[str], None]):
+        t = cfg.train
+        self.cfg, self.t, self.device, self.log = cfg, t, device, log
+        with_gt = t.mode == "full"  # box-supervised modes never load per-point ground truth
+        self.train_set = SceneDataset(
+            processed_dir, "train", cfg.data_loader, with_ground_truth=with_gt, train=True, seed=t.seed
+        )
+        self.class_set = self.train_set.class_set
+        if cfg.model.num_classes != self.class_set.num_classes:
+            raise ConfigError(
+                f"params: model.num_classes is {cfg.model.num_classes} but the data's class set "
+                f"'{self.class_set.name}' has {self.class_set.num_classes} classes"
+            )
+        self.loader = make_loader(
+            self.train_set, t.batch_size, shuffle=True, seed=t.seed, num_workers=t.loader_workers
+        )
+        if t.eval_every:  # only then are the val split and the monitored training scenes needed
+            val_set = SceneDataset(processed_dir, "val", cfg.data_loader, with_ground_truth=True, train=False)
+            self.val_loader = make_loader(
+                val_set, 1, shuffle=False, seed=t.seed, num_workers=t.loader_workers
+            )
+            # Ground truth of training scenes, for monitoring only: a separate dataset object
+            # whose batches never reach the loss.
+            monitor_set = SceneDataset(
+                processed_dir, "train", cfg.data_loader, with_ground_truth=True, train=False,
+                max_scenes=t.monitor_scenes,
+            )  # fmt: skip
+            self.monitor_loader = make_loader(
+                monitor_set, 1, shuffle=False, seed=t.seed, num_workers=t.loader_workers
+            )
+        self.model = build_model(cfg.model, device)
+        self.teacher = EmaTeacher(self.model) if t.mode == "beep3d" else None
+        self.criterion = Criterion.from_config(t.loss)
+        self.optimizer = make_optimizer(self.model, t.optim)
+
+    def step(self, batch: dict[str, Any], step: int, lr: float) -> dict[str, float]:
+        t = self.t
+        if t.mode != "beep3d":
+            self.model.train()
+            targets = make_targets(batch, t.mode, self.class_set)
+            losses = self.criterion(self.model(batch), targets)
+            return optimizer_step(self.model, self.optimizer, losses, step, lr, t.optim.grad_clip)
+        assert self.teacher is not None
+        view = None
+        if t.beep3d.teacher_needed(step):
+            view = teacher_view(self.teacher.model, batch, t.beep3d.center_queries, self.criterion)
+        targets = beep3d_targets(batch, view, t.beep3d)
+        losses = beep3d_losses(self.model, self.criterion, batch, targets, view, t.beep3d)
+        result = optimizer_step(self.model, self.optimizer, losses, step, lr, t.optim.grad_clip)
+        rate = ema_rate(step, t.ema, t.ema_warmup_steps)
+        self.teacher.update(self.model, rate)
+        result["ema_rate"] = rate
+        result["pseudo_masks_from_teacher"] = float(view is not None and t.beep3d.pseudo_masks)
+        return result
+
+    def evaluate(self, epoch: int, step: int) -> dict[str, float]:
+        """Val AP of the student (and teacher) and pseudo-mask quality, flat and prefixed."""
+        metrics: dict[str, float] = {}
+        models = {"student": self.model}
+        if self.teacher is not None:
+            models["teacher"] = self.teacher.model
+        for name, model in models.items():
+            ap = evaluate_model(model, self.val_loader, self.class_set, self.cfg.inference, self.device)
+            metrics.update({f"val_{name}_{k}": float(ap[k]) for k in ("mAP", "AP50", "AP25")})
+        teacher = self.teacher.model if self.teacher is not None else None
+        batches = (batch_to(b, self.device) for b in self.monitor_loader)
+        quality = pseudo_mask_quality(
+            batches, teacher, self.t.beep3d.center_queries, self.t.beep3d.background_threshold, self.criterion
+        )
+        metrics.update({f"pseudo_{k}": v for k, v in quality.items()})
+        return metrics
+
+    def state(self) -> dict[str, Any]:
+        state = {"student": self.model.state_dict()}
+        if self.teacher is not None:
+            state["teacher"] = self.teacher.state_dict()
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["student"])
+        if self.teacher is not None:
+            self.teacher.load_state_dict(state["teacher"])
 
 
 def train(
@@ -84,46 +220,36 @@ def train(
     resume_dir: Path,
     log: Callable[[str], None] = print,
     progress: bool = True,
-) -> tuple[BoxInstanceModel, list[dict[str, Any]], str]:
-    """Train (resuming when possible); returns the final model, the history rows, the class set name."""
+    metrics_sink: MetricsSink | None = None,
+) -> TrainResult:
+    """Train (resuming when possible). `metrics_sink(metrics, step)` receives every step's losses,
+    learning rate and EMA rate, and every evaluation's metrics (e.g. an MLflow tracker)."""
     t = cfg.train
     if t.threads > 0:
         torch.set_num_threads(t.threads)
     torch.manual_seed(t.seed)
     device = resolve_device(t.device)
-    with_gt = t.mode == "full"  # box-supervised modes never load per-point ground truth
-    train_set = SceneDataset(
-        processed_dir, "train", cfg.data_loader, with_ground_truth=with_gt, train=True, seed=t.seed
-    )
-    if cfg.model.num_classes != train_set.class_set.num_classes:
-        raise ConfigError(
-            f"params: model.num_classes is {cfg.model.num_classes} but the data's class set "
-            f"'{train_set.class_set.name}' has {train_set.class_set.num_classes} classes"
-        )
-    loader = make_loader(train_set, t.batch_size, shuffle=True, seed=t.seed, num_workers=t.loader_workers)
-    if t.eval_every:  # only then is a val split needed here
-        val_set = SceneDataset(
-            processed_dir, "val", cfg.data_loader, with_ground_truth=True, train=False, seed=t.seed
-        )
-        val_loader = make_loader(val_set, 1, shuffle=False, seed=t.seed, num_workers=t.loader_workers)
-    steps_per_epoch = len(loader)
+    run = _Run(cfg, processed_dir, device, log)
+    steps_per_epoch = len(run.loader)
     total_steps = t.epochs * steps_per_epoch
+    sink = metrics_sink or (lambda metrics, step: None)
 
-    model = build_model(cfg.model, device)
-    criterion = Criterion.from_config(t.loss)
-    optimizer = make_optimizer(model, t.optim)
     history: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
     start_epoch = 0
     fp = fingerprint(cfg, processed_dir)
-    state_path = resume_dir / "state.pt"
+    state_path, best_path = resume_dir / "state.pt", resume_dir / "best.pt"
     if state_path.exists():
         state = load_checkpoint(state_path, map_location=device)
         if state["fingerprint"] == fp:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
+            run.load_state(state)
+            run.optimizer.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["torch_rng"])
             history = json.loads(state["history"])
             start_epoch = int(state["epoch"])
+            if best_path.exists():
+                best = load_checkpoint(best_path, map_location=device)
+                best["metrics"] = json.loads(best["metrics"])
             log(f"resuming from {state_path} at epoch {start_epoch}/{t.epochs}")
         else:
             log(f"ignoring {state_path}: it belongs to other params or data (fingerprint differs)")
@@ -131,51 +257,71 @@ def train(
     step = start_epoch * steps_per_epoch
     bar = tqdm(total=total_steps, initial=step, disable=not progress, desc=f"train ({t.mode})", unit="step")
     for epoch in range(start_epoch, t.epochs):
-        train_set.set_epoch(epoch)
+        run.train_set.set_epoch(epoch)
         started = time.perf_counter()
-        for batch in loader:
-            batch = batch_to(batch, device)
+        for batch in run.loader:
             lr = learning_rate(step, total_steps, t.optim)
-            losses = train_step(
-                model, criterion, optimizer, batch, make_targets(batch, t.mode, train_set.class_set),
-                step, lr, t.optim.grad_clip,
-            )  # fmt: skip
-            history.append({"step": step, "epoch": epoch, "lr": lr, **losses})
+            losses = run.step(batch_to(batch, device), step, lr)
+            row = {"lr": lr, **losses}
+            history.append({"step": step, "epoch": epoch, **row})
+            sink(row, step)
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{losses['total']:.3f}")
-        last = epoch + 1 == t.epochs
-        # No forced evaluation after the last epoch: the evaluate stage scores the final model,
-        # and doing it here too would cost a second pass over the val split.
+        epoch_seconds = time.perf_counter() - started
         if t.eval_every and (epoch + 1) % t.eval_every == 0:
-            metrics = evaluate_model(model, val_loader, val_set.class_set, cfg.inference, device)
-            history.append({"step": step, "epoch": epoch, "val_mAP": metrics["mAP"], "val_AP50": metrics["AP50"],
-                            "val_AP25": metrics["AP25"], "epoch_seconds": time.perf_counter() - started})  # fmt: skip
-            log(f"epoch {epoch + 1}/{t.epochs}: val mAP {metrics['mAP']:.3f} AP50 {metrics['AP50']:.3f}")
-        if (epoch + 1) % t.checkpoint_every == 0 or last:
+            metrics = run.evaluate(epoch, step)
+            history.append({"step": step, "epoch": epoch, "epoch_seconds": epoch_seconds, **metrics})
+            sink(metrics, step)
+            log(f"epoch {epoch + 1}/{t.epochs}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+            if best is None or metrics["val_student_mAP"] > best["metrics"]["val_student_mAP"]:
+                best = {**run.state(), "epoch": epoch + 1, "metrics": metrics}
+                save_checkpoint(
+                    best_path, model_config=cfg.model, fingerprint=fp,
+                    state={**best, "metrics": json.dumps(metrics)},
+                )  # fmt: skip
+        if (epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs:
             save_checkpoint(
                 state_path,
                 model_config=cfg.model,
                 fingerprint=fp,
                 state={
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
+                    **run.state(),
+                    "optimizer": run.optimizer.state_dict(),
                     "torch_rng": torch.get_rng_state(),
                     "epoch": epoch + 1,
                     "history": json.dumps(history),
                 },
             )
     bar.close()
-    return model, history, train_set.class_set.name
+    last = run.state()
+    summary = evaluation_summary(history, t.headline)
+    if t.headline == "best" and best is not None:
+        run.load_state(best)
+    teacher = run.teacher.model if run.teacher is not None else None
+    return TrainResult(run.model, teacher, history, run.class_set.name, last, best, summary)
 
 
-def save_model(path: Path, model: BoxInstanceModel, cfg: RunConfig, class_set: str) -> None:
-    """The deliverable: weights + everything inference needs to rebuild the input the same way."""
+def evaluation_summary(history: list[dict[str, Any]], headline: str) -> dict[str, Any]:
+    """The last and the best (by student val mAP) evaluation rows, labelled, and which is headline."""
+    evals = [row for row in history if "val_student_mAP" in row]
+    if not evals:
+        return {"headline": headline}
+    best = max(evals, key=lambda row: row["val_student_mAP"])  # first maximum: earliest epoch
+    keep = lambda row: {k: v for k, v in row.items() if k not in ("step", "epoch_seconds")}  # noqa: E731
+    return {"headline": headline, "last": keep(evals[-1]), "best": keep(best)}
+
+
+def save_model(
+    path: Path, weights: torch.nn.Module | dict[str, torch.Tensor], cfg: RunConfig, class_set: str
+) -> None:
+    """The deliverable: weights (a model or its state dict) + everything inference needs to
+    rebuild the input the same way. Teacher weights load into the same architecture."""
     save_checkpoint(
         path,
         model_config=cfg.model,
         state={
-            "model": model.state_dict(),
+            "model": weights.state_dict() if isinstance(weights, torch.nn.Module) else weights,
             "class_set": class_set,
             "data_loader": dataclasses.asdict(cfg.data_loader),
             "inference": dataclasses.asdict(cfg.inference),

@@ -1,14 +1,27 @@
 """DVC stage `train`: train the model on data/processed and write the final weights.
 
-    python -m stages.train --params params.yaml --data data/processed \
-        --model models/model.pt --resume checkpoints --history reports/train_history.json
+    python -m stages.train --params params.yaml --data data/processed \\
+        --model models/model.pt --resume checkpoints --history reports/train_history.json \\
+        --summary reports/train_summary.json
 
+Writes the headline student to --model, the last/best student (and, in beep3d mode, EMA
+teacher) exports to `<resume>/export/`, the step history, and a summary
+(last and best evaluation, labelled) that is also a DVC metrics file.
 A killed run re-run with the same params resumes from `checkpoints/` (see pipeline/training.py).
+
+Tracking: one MLflow run per training (pipeline/tracking.py), named after the DVC experiment
+when there is one, with every param, provenance tags, per-step losses, every evaluation, the
+labelled last/best summary and the checkpoints as artifacts; its id goes to --run-info so a DVC
+experiment leads to its run. If the tracking store cannot be opened, the stage stops with an
+error naming the URI before any training; once training runs, tracking failures only warn.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -16,14 +29,72 @@ import click
 from beep3d.errors import DataError
 from beep3d.io import write_json_atomic
 from pipeline.checkpoint import CheckpointError
-from pipeline.config import ConfigError, build, load_params
-from pipeline.training import RunConfig, save_model, train
+from pipeline.config import ConfigError, build, flatten, load_params
+from pipeline.tracking import (
+    Tracker,
+    TrackingError,
+    default_artifact_root,
+    project_root_of,
+    resolve_tracking_uri,
+    run_name_from_env,
+    run_tags,
+)
+from pipeline.training import RunConfig, TrainResult, data_hash, save_model, train
+
+EXPERIMENT = "beep3d"
+
+
+def run_config_from(params: dict) -> RunConfig:
+    sections = {k: params.get(k) for k in ("model", "data_loader", "train", "inference")}
+    return build(RunConfig, sections, "params")
 
 
 def load_run_config(params_path: str) -> RunConfig:
-    params = load_params(params_path)
-    sections = {k: params.get(k) for k in ("model", "data_loader", "train", "inference")}
-    return build(RunConfig, sections, "params")
+    return run_config_from(load_params(params_path))
+
+
+def write_exports(result: TrainResult, cfg: RunConfig, model_path: Path, export_dir: Path) -> dict[str, Path]:
+    """The headline model and the last/best student/teacher files; returns name -> path."""
+    files = {"model": model_path}
+    save_model(model_path, result.model, cfg, result.class_set)
+    for tag, state in (("last", result.last), ("best", result.best)):
+        for role in ("student", "teacher"):
+            if state is not None and role in state:
+                path = export_dir / f"{tag}_{role}.pt"
+                save_model(path, state[role], cfg, result.class_set)
+                files[f"{tag}_{role}"] = path
+    return files
+
+
+def start_tracking(params: dict, cfg: RunConfig, data_dir: Path) -> Tracker:
+    """Open the MLflow run (raises TrackingError before any training if the store is unusable)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    root = project_root_of(Path.cwd())
+    uri = resolve_tracking_uri(root)
+    tracker = Tracker(uri, EXPERIMENT, default_artifact_root(uri, root), log=click.echo)
+    tags = run_tags(
+        Path.cwd(), cfg.train.mode, str(params.get("data", {}).get("source", "")), data_hash(data_dir)
+    )
+    tracker.start(run_name_from_env(), tags, flatten(params))
+    return tracker
+
+
+def log_outcome(tracker: Tracker, result: TrainResult, cfg: RunConfig, files: dict[str, Path]) -> None:
+    """Labelled last/best summary metrics, the resolved config, dvc.lock and the checkpoints."""
+    summary = result.summary
+    final_step = max((row["step"] for row in result.history), default=0)
+    for label in ("last", "best"):
+        if label in summary:
+            tracker.log_metrics({f"{label}/{k}": float(v) for k, v in summary[label].items()}, final_step)
+    tracker.set_tags({"headline": summary["headline"]})
+    with tempfile.TemporaryDirectory() as tmp:
+        resolved = Path(tmp) / "resolved_config.json"
+        write_json_atomic(resolved, dataclasses.asdict(cfg))
+        tracker.log_artifact(resolved)
+    if Path("dvc.lock").exists():
+        tracker.log_artifact(Path("dvc.lock"))
+    for name, path in files.items():
+        tracker.log_artifact(path, "checkpoints" if name != "model" else None)
 
 
 @click.command()
@@ -34,20 +105,52 @@ def load_run_config(params_path: str) -> RunConfig:
 @click.option(
     "--history", "history_path", default="reports/train_history.json", type=click.Path(dir_okay=False)
 )
+@click.option(
+    "--summary", "summary_path", default="reports/train_summary.json", type=click.Path(dir_okay=False)
+)
+@click.option(
+    "--run-info", "run_info_path", default="reports/mlflow_run.json", type=click.Path(dir_okay=False)
+)
 @click.option("--progress/--no-progress", default=True)
 def main(
-    params_path: str, data_dir: str, model_path: str, resume_dir: str, history_path: str, progress: bool
+    params_path: str,
+    data_dir: str,
+    model_path: str,
+    resume_dir: str,
+    history_path: str,
+    summary_path: str,
+    run_info_path: str,
+    progress: bool,
 ) -> None:
     try:
-        cfg = load_run_config(params_path)
-        model, history, class_set = train(
-            cfg, Path(data_dir), Path(resume_dir), log=click.echo, progress=progress
-        )
-    except (ConfigError, DataError, CheckpointError) as err:
+        params = load_params(params_path)
+        cfg = run_config_from(params)
+        tracker = start_tracking(params, cfg, Path(data_dir))
+    except (ConfigError, DataError, TrackingError, OSError) as err:
         click.echo(f"train failed: {err}", err=True)
         sys.exit(1)
-    save_model(Path(model_path), model, cfg, class_set)
-    write_json_atomic(Path(history_path), history)
+    assert tracker.run is not None
+    # Written first: even a failed or killed training leads to its (FAILED/KILLED) run.
+    write_json_atomic(Path(run_info_path), tracker.run.to_json())
+    click.echo(f"MLflow run {tracker.run.run_id} ({tracker.run.run_name}) in {tracker.tracking_uri}")
+    with tracker:
+        try:
+            result = train(
+                cfg, Path(data_dir), Path(resume_dir), log=click.echo, progress=progress,
+                metrics_sink=tracker.log_metrics,
+            )  # fmt: skip
+        except (ConfigError, DataError, CheckpointError) as err:
+            click.echo(f"train failed: {err}", err=True)
+            tracker.end("FAILED")
+            sys.exit(1)
+        files = write_exports(result, cfg, Path(model_path), Path(resume_dir) / "export")
+        write_json_atomic(Path(history_path), result.history)
+        write_json_atomic(Path(summary_path), result.summary)
+        log_outcome(tracker, result, cfg, files)
+    if tracker.dropped:
+        click.echo(
+            f"warning: {tracker.dropped} MLflow calls failed; the run in {tracker.tracking_uri} is incomplete"
+        )
     click.echo(f"train done -> {model_path}")
 
 

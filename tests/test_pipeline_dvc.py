@@ -6,6 +6,7 @@ import json
 
 import pyarrow.dataset as ds
 import pytest
+from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +45,18 @@ def test_dvc_repro_whole_pipeline_on_tiny_params(project_copy):
     assert set(metrics["per_class"]["chair"]) == {"AP", "AP50", "AP25"}
     val_ids = sorted(s["scene_id"] for s in scenes if s["split"] == "val")
     assert sorted(p.stem for p in (root / "reports/submission").glob("*.txt")) == val_ids
+
+    # train: one MLflow run in the project's own store, linked both ways
+    run_info = json.loads((root / "reports/mlflow_run.json").read_text())
+    assert run_info["tracking_uri"] == f"sqlite:///{root.resolve() / 'mlflow.db'}"
+    run = MlflowClient(run_info["tracking_uri"]).get_run(run_info["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.mode"] == "beep3d" and run.data.params["train.ema"] == "0.999"
+    assert run.data.tags["mode"] == "beep3d" and len(run.data.tags["git_commit"]) == 40
+    assert {"total", "lr", "ema_rate", "boxq/total"} <= set(run.data.metrics)
+    artifacts = {a.path for a in MlflowClient(run_info["tracking_uri"]).list_artifacts(run_info["run_id"])}
+    assert {"model.pt", "resolved_config.json", "checkpoints"} <= artifacts
+    assert (root / "mlartifacts").is_dir() and not (root / "mlruns").exists()
 
     # everything is up to date afterwards, and `dvc metrics show` lists the metrics
     status = project_copy.dvc("status", "--json")

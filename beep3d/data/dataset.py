@@ -85,6 +85,7 @@ class SceneDataset(Dataset):
     train: apply the crop and augmentation; with train=False every original vertex is kept in
         its original frame, so predictions map back through `point_voxel` / `superpoint`.
     seed: seeds augmentation and crops together with the epoch and the scene index.
+    max_scenes: keep only the first N scenes of the split (by scene id); 0 = all.
     """
 
     def __init__(
@@ -96,6 +97,7 @@ class SceneDataset(Dataset):
         train: bool,
         *,
         seed: int = 0,
+        max_scenes: int = 0,
     ):
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
@@ -112,6 +114,8 @@ class SceneDataset(Dataset):
         scenes = scenes.filter(pc.equal(scenes.column("split"), split))
         if scenes.num_rows == 0:
             raise DataError(f"no scenes in split {split!r}", path=scenes_file)
+        if max_scenes > 0:  # e.g. a fixed subset of training scenes for monitoring
+            scenes = scenes.slice(0, max_scenes)
         self.scene_ids: list[str] = scenes.column("scene_id").to_pylist()
         names = sorted(set(scenes.column("class_set").to_pylist()))
         if len(names) != 1 or names[0] not in CLASS_SETS:

@@ -118,17 +118,25 @@ class Criterion:
         outputs: dict[str, Any],
         targets: list[dict[str, torch.Tensor]],
         indices: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        fixed_assignment: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Losses of the last layer and of every aux layer, and their weighted total.
 
         indices: matches of the LAST layer if the caller already has them (e.g. to reuse them in a
-            query consistency loss); aux layers are always matched on their own.
+            query consistency loss); aux layers are matched on their own unless fixed_assignment.
+        fixed_assignment: `indices` hold for every layer (queries that stand for a known target,
+            such as one query per box); no Hungarian matching at all.
         Returns scalar tensors: "cls", "bce", "dice", "center", "score" (last layer, unweighted),
         "aux{i}/<term>" for aux layer i (first decoder layer = aux0), and "total" = the weighted
         sum over all layers. Check torch.isfinite(result["total"]) (or `assert_finite`) before
         stepping: a non-finite total means training must stop.
         """
-        layers = [("", outputs, indices)] + [(f"aux{i}/", aux, None) for i, aux in enumerate(outputs["aux"])]
+        if fixed_assignment and indices is None:
+            raise ValueError("fixed_assignment needs indices")
+        aux_indices = indices if fixed_assignment else None
+        layers = [("", outputs, indices)] + [
+            (f"aux{i}/", aux, aux_indices) for i, aux in enumerate(outputs["aux"])
+        ]
         result: dict[str, torch.Tensor] = {}
         total = None
         for prefix, layer, layer_indices in layers:

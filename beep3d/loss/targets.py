@@ -76,6 +76,38 @@ def smallest_box_resolver(
     return out
 
 
+def teacher_resolver(
+    point_in_box: torch.Tensor,
+    box_is_background: torch.Tensor,
+    assigned: torch.Tensor,
+    box_sp_prob: torch.Tensor,
+    superpoint: torch.Tensor,
+    background_threshold: float,
+) -> torch.Tensor:
+    """Give every UNKNOWN point the containing object box whose teacher query scores it highest.
+
+    point_in_box: (P, T) bool; box_is_background: (T,) bool; assigned: (P,) int64;
+    box_sp_prob: (T, S) teacher mask probability of each box's query on each superpoint (rows of
+    background boxes are ignored); superpoint: (P,) int64 local ids. A point whose best object
+    probability is below `background_threshold` and that lies in a wall/floor box goes to
+    BACKGROUND (DESIGN section 1: background boxes compete for ambiguous points). Ties go to the
+    lower box index. Other entries are left as they are.
+    """
+    out = assigned.clone()
+    unknown = torch.nonzero(assigned == UNKNOWN).flatten()
+    if point_in_box.shape[1] == 0 or len(unknown) == 0:
+        return out
+    inside = point_in_box[unknown]  # (U, T)
+    on_object = inside & ~box_is_background[None, :]
+    prob = box_sp_prob[:, superpoint[unknown]].T  # (U, T)
+    prob = torch.where(on_object, prob, torch.full_like(prob, -1.0))
+    best_prob, best = prob.max(dim=1)  # max returns the first maximum: the lower box index
+    in_background = (inside & box_is_background[None, :]).any(dim=1)
+    to_background = in_background & (best_prob < background_threshold)
+    out[unknown] = torch.where(to_background, torch.full_like(best, BACKGROUND), best)
+    return out
+
+
 def superpoint_majority_vote(assigned: torch.Tensor, superpoint: torch.Tensor) -> torch.Tensor:
     """Every superpoint takes the most common assignment of its points (box heuristic, step 2).
 

@@ -106,6 +106,18 @@ class ModelConfig:
         )
 
 
+class Encoded(NamedTuple):
+    """Backbone output of a batch, ready for `BoxInstanceModel.decode`."""
+
+    voxel_feats: torch.Tensor  # (V, widths[0])
+    memory: torch.Tensor  # (S, d) attention memory per superpoint
+    mask_feats: torch.Tensor  # (S, d) superpoint mask features
+    sp_xyz: torch.Tensor  # (S, 3) superpoint centroids, metres
+    scenes: list[slice]  # scene b's superpoints are rows scenes[b]
+    lo: torch.Tensor  # (B, 3) scene minimum, metres
+    extent: torch.Tensor  # (B, 3) scene size, metres (> 0)
+
+
 @dataclass
 class SceneQueries:
     """External queries for one scene, e.g. one per ground-truth box (the teacher's box queries).
@@ -236,6 +248,14 @@ class BoxInstanceModel(nn.Module):
             scene; they replace the learned queries, or with include_learned=True follow them
             (rows 0..N_Q-1 learned, then the external ones in the given order).
         """
+        return self.decode(self.encode(batch), queries, include_learned)
+
+    def encode(self, batch: dict[str, Any]) -> Encoded:
+        """Backbone and superpoint pooling: everything before the queries, computed once.
+
+        Several query sets can then be decoded against the same features (`decode`), each in its
+        own pass so that they cannot attend to one another.
+        """
         _check_batch(batch)
         n_scenes = batch["batch_size"]
         grid = padded_spatial_shape(list(batch["spatial_shape"]), len(self.cfg.widths))
@@ -244,24 +264,35 @@ class BoxInstanceModel(nn.Module):
         sp_offsets = batch["sp_offsets"].tolist()
         sp_raw = pool_superpoints(voxel_feats, batch["point_voxel"], batch["superpoint"], sp_offsets[-1])
         memory, mask_feats = self.decoder.project(sp_raw)  # (S, d), (S, d)
-
         lo, hi = batch["scene_min"], batch["scene_max"]  # (B, 3)
         extent = (hi - lo).clamp(min=1e-6)
         scenes = [slice(sp_offsets[b], sp_offsets[b + 1]) for b in range(n_scenes)]
+        return Encoded(voxel_feats, memory, mask_feats, batch["sp_xyz"], scenes, lo, extent)
+
+    def decode(
+        self, enc: Encoded, queries: list[SceneQueries] | None = None, include_learned: bool = False
+    ) -> dict[str, Any]:
+        """The query decoder over encoded scenes; `queries` and the output as in `forward`."""
+        scenes, lo, extent = enc.scenes, enc.lo, enc.extent
         # Superpoint centroids normalised to the scene box, like the reference points: (S_b, 3).
-        sp_pos = [(batch["sp_xyz"][s] - lo[b]) / extent[b] for b, s in enumerate(scenes)]
-        content, ref = self._queries(queries, include_learned, memory, batch["sp_xyz"], scenes, lo, extent)
+        sp_pos = [(enc.sp_xyz[s] - lo[b]) / extent[b] for b, s in enumerate(scenes)]
+        content, ref = self._queries(queries, include_learned, enc.memory, enc.sp_xyz, scenes, lo, extent)
 
         content_p, query_pad = _pad(content)  # (B, Q_max, d), (B, Q_max) or None
-        memory_p, memory_pad = _pad([memory[s] for s in scenes])  # (B, S_max, d), (B, S_max) or None
+        memory_p, memory_pad = _pad([enc.memory[s] for s in scenes])  # (B, S_max, d), (B, S_max) or None
         layers = self.decoder(
             content_p, _pad(ref)[0], query_pad,
-            memory_p, _pad([mask_feats[s] for s in scenes])[0], _pad(sp_pos)[0], memory_pad,
+            memory_p, _pad([enc.mask_feats[s] for s in scenes])[0], _pad(sp_pos)[0], memory_pad,
         )  # fmt: skip
         n_q = [len(c) for c in content]
         n_s = [s.stop - s.start for s in scenes]
         per_layer = [self._unpad(out, n_q, n_s, lo, extent) for out in layers]
-        return {**per_layer[-1], "aux": per_layer[:-1], "sp_feats": mask_feats, "voxel_feats": voxel_feats}
+        return {
+            **per_layer[-1],
+            "aux": per_layer[:-1],
+            "sp_feats": enc.mask_feats,
+            "voxel_feats": enc.voxel_feats,
+        }
 
     def _queries(
         self,

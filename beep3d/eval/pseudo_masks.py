@@ -1,0 +1,95 @@
+"""Pseudo-mask quality on training scenes: how close do the resolved box labels come to the truth?
+
+Monitoring only: the ground truth read here comes from a separate evaluation-mode dataset of the
+training scenes and never reaches a loss. For every object box k (its box id is the instance id
+it was extracted from) the per-point assignment gives a predicted mask (points assigned to k) and
+the ground truth a true mask (points of instance k). We report the mean instance IoU
+
+    all points        IoU over every point of the scene;
+    ambiguous points  IoU restricted to the ambiguous points (inside an object box and at least
+                      one other box), over instances that have any ambiguous point in either mask:
+                      the part of the mask that box supervision leaves open,
+
+for each resolver: the teacher (when given), the smallest-box rule (ambiguous points to the
+smallest containing box, wall/floor boxes competing) and the box_heuristic baseline (smallest box
+then superpoint majority vote).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+
+from beep3d.loss.targets import (
+    box_volume,
+    point_assignment_from_boxes,
+    smallest_box_resolver,
+    superpoint_majority_vote,
+)
+from beep3d.model.model import BoxInstanceModel
+from beep3d.student_teacher import TeacherView, object_boxes, pseudo_assignment, teacher_view
+
+RESOLVERS = ("teacher", "smallest_box", "box_heuristic")
+
+
+def instance_ious(
+    assigned: torch.Tensor,
+    instance: torch.Tensor,
+    supervision: dict[str, torch.Tensor],
+    ambiguous: torch.Tensor,
+) -> tuple[list[float], list[float]]:
+    """(IoU over all points, IoU over ambiguous points) per object box of one scene.
+
+    assigned: (P,) box index / BACKGROUND; instance: (P,) ground-truth instance ids; ambiguous:
+    (P,) bool. The ambiguous list skips boxes with no ambiguous point in either mask.
+    """
+    all_ious, amb_ious = [], []
+    for k in object_boxes(supervision).tolist():
+        pred = assigned == k
+        gt = instance == int(supervision["box_id"][k])
+        union = int((pred | gt).sum())
+        if union:
+            all_ious.append(int((pred & gt).sum()) / union)
+        union_amb = int(((pred | gt) & ambiguous).sum())
+        if union_amb:
+            amb_ious.append(int((pred & gt & ambiguous).sum()) / union_amb)
+    return all_ious, amb_ious
+
+
+@torch.no_grad()
+def pseudo_mask_quality(
+    batches: Iterable[dict[str, Any]],
+    teacher: BoxInstanceModel | None,
+    center_queries: bool,
+    background_threshold: float,
+    criterion: Any = None,
+) -> dict[str, float]:
+    """Mean instance IoU of each resolver over the scenes of `batches` (eval-mode batches with
+    ground truth, already on the teacher's device). Keys "<resolver>_iou_all" and
+    "<resolver>_iou_ambiguous"; "teacher_*" only when a teacher is given."""
+    ious: dict[str, list[float]] = {f"{r}_iou_{w}": [] for r in RESOLVERS for w in ("all", "ambiguous")}
+    for batch in batches:
+        view: TeacherView | None = None
+        if teacher is not None:
+            view = teacher_view(teacher, batch, center_queries, criterion)
+        for b, (sup, gt) in enumerate(zip(batch["supervision"], batch["ground_truth"], strict=True)):
+            instance = gt["instance"].to(torch.int64)
+            is_bg = sup["box_is_background"]
+            known, ambiguous = point_assignment_from_boxes(sup["point_in_box"], is_bg)
+            smallest = smallest_box_resolver(
+                sup["point_in_box"], box_volume(sup["box_min"], sup["box_max"]), is_bg, known
+            )
+            resolved = {
+                "smallest_box": smallest,
+                "box_heuristic": superpoint_majority_vote(smallest, sup["superpoint"]),
+            }
+            if view is not None:
+                resolved["teacher"] = pseudo_assignment(sup, view.box_prob[b], background_threshold)
+            for name, assigned in resolved.items():
+                all_ious, amb_ious = instance_ious(assigned, instance, sup, ambiguous)
+                ious[f"{name}_iou_all"] += all_ious
+                ious[f"{name}_iou_ambiguous"] += amb_ious
+    return {k: float(np.mean(v)) for k, v in ious.items() if v}

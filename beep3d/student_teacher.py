@@ -1,0 +1,207 @@
+"""BEEP3D's box-supervised training step: the EMA teacher's pseudo-masks and the student's losses.
+
+Per batch (DESIGN section 1):
+1. Point split from the boxes: points in exactly one object box take it, points in no object box
+   are background, points in >= 2 boxes are ambiguous (`point_assignment_from_boxes`).
+2. Teacher view (no gradient, eval mode): with instance centre-based query refinement, one query
+   per object box, its reference point at the box centre and its content pooled from the
+   superpoint features nearest to that centre; otherwise the teacher's learned queries, matched
+   to the boxes by the Hungarian matcher on the unambiguous points. Either way each object box
+   gets a row of mask probabilities rho over the scene's superpoints.
+3. Pseudo-masks: each ambiguous point goes to the containing object box whose row scores it
+   highest; a point whose best score is below `background_threshold` and that lies in a wall/floor
+   box becomes background (`teacher_resolver`). During the warm-up (the first
+   `pseudo_warmup_steps` steps) the teacher is not trusted and the smallest-box rule plus the
+   superpoint vote (the box_heuristic baseline) resolves the ambiguous points instead.
+4. Student losses: the set-prediction criterion on the learned queries against the pseudo-mask
+   targets; with centre queries, the same box queries decoded by the student and supervised one
+   to one with their box (*ours*: this is what trains the decoder to answer a query placed at an
+   instance centre, which the teacher then inherits through the EMA); the query and masked feature
+   consistency losses (`beep3d.loss.consistency`) after the warm-up.
+
+Ground truth never enters: everything here reads `batch["supervision"]` (boxes, superpoints).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from beep3d.loss.consistency import masked_feature_consistency_loss, query_consistency_loss
+from beep3d.loss.criterion import Criterion
+from beep3d.loss.targets import (
+    box_heuristic_targets,
+    box_targets,
+    point_assignment_from_boxes,
+    teacher_resolver,
+)
+from beep3d.model.model import BoxInstanceModel, SceneQueries
+
+
+@dataclass(frozen=True)
+class Beep3dConfig:
+    """Switches and weights of the BEEP3D parts (params.yaml `train.beep3d`)."""
+
+    pseudo_masks: bool  # teacher resolves ambiguous points; False: smallest-box rule throughout
+    pseudo_warmup_steps: int  # steps before the teacher is trusted (smallest-box rule meanwhile)
+    background_threshold: (
+        float  # below this best object probability, a point in a wall/floor box is background
+    )
+    center_queries: bool  # instance centre-based queries (teacher pseudo-masks, student box-query loss)
+    center_query_weight: float  # weight of the student's box-query loss
+    query_consistency: bool
+    query_consistency_weight: float
+    feature_consistency: bool
+    feature_consistency_weight: float
+
+    def __post_init__(self) -> None:
+        if self.pseudo_warmup_steps < 0:
+            raise ValueError(f"pseudo_warmup_steps must be >= 0, got {self.pseudo_warmup_steps}")
+        if not 0.0 <= self.background_threshold <= 1.0:
+            raise ValueError(f"background_threshold must be in [0, 1], got {self.background_threshold}")
+        for name in ("center_query_weight", "query_consistency_weight", "feature_consistency_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def teacher_needed(self, step: int) -> bool:
+        """Whether step `step` runs the teacher at all (nothing reads it during the warm-up)."""
+        uses = self.pseudo_masks or self.query_consistency or self.feature_consistency
+        return uses and step >= self.pseudo_warmup_steps
+
+
+@dataclass
+class TeacherView:
+    """The teacher's predictions aligned with each scene's object boxes (row k = k-th object box).
+
+    box_prob: per scene (T_obj, S_b) mask probabilities; content: per scene (T_obj, d) content
+    queries of the last layer; valid: per scene (T_obj,) bool, False for a box no query was
+    matched to; sp_feats: per scene (S_b, d) superpoint mask features.
+    """
+
+    box_prob: list[torch.Tensor]
+    content: list[torch.Tensor]
+    valid: list[torch.Tensor]
+    sp_feats: list[torch.Tensor]
+
+
+def object_boxes(supervision: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(T_obj,) indices of the object (not wall/floor) boxes, in box order: the target rows."""
+    return torch.nonzero(~supervision["box_is_background"]).flatten()
+
+
+def box_center_queries(batch: dict[str, Any]) -> list[SceneQueries]:
+    """One query per object box at its centre (normalised to the scene extent); content pooled."""
+    queries = []
+    for b, sup in enumerate(batch["supervision"]):
+        lo, hi = batch["scene_min"][b], batch["scene_max"][b]
+        centre = sup["box_center"][object_boxes(sup)]  # (T_obj, 3), augmented frame
+        queries.append(SceneQueries(pos=((centre - lo) / (hi - lo).clamp(min=1e-6)).clamp(0.0, 1.0)))
+    return queries
+
+
+def known_point_targets(supervision: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Box targets from the unambiguous points only (ambiguous ones left out of mask_valid)."""
+    assigned, _ = point_assignment_from_boxes(supervision["point_in_box"], supervision["box_is_background"])
+    return box_targets(assigned, supervision)
+
+
+@torch.no_grad()
+def teacher_view(
+    teacher: BoxInstanceModel, batch: dict[str, Any], center_queries: bool, criterion: Criterion
+) -> TeacherView:
+    """Run the teacher (eval mode, no gradient) and align its queries with the object boxes."""
+    teacher.eval()
+    sp_offsets = batch["sp_offsets"].tolist()
+    if center_queries:
+        out = teacher(batch, queries=box_center_queries(batch))
+        probs = [m.sigmoid() for m in out["mask_logits"]]
+        content = list(out["query_content"])
+        valid = [torch.ones(len(c), dtype=torch.bool, device=c.device) for c in content]
+    else:
+        out = teacher(batch)
+        targets = [known_point_targets(sup) for sup in batch["supervision"]]
+        indices = criterion.matcher(out, targets)
+        probs, content, valid = [], [], []
+        for b, (q_idx, t_idx) in enumerate(indices):
+            n_obj, n_sp = len(targets[b]["labels"]), sp_offsets[b + 1] - sp_offsets[b]
+            logits = out["mask_logits"][b]
+            p = logits.new_zeros(n_obj, n_sp)
+            c = logits.new_zeros(n_obj, out["query_content"][b].shape[1])
+            v = torch.zeros(n_obj, dtype=torch.bool, device=logits.device)
+            p[t_idx] = logits[q_idx].sigmoid()
+            c[t_idx] = out["query_content"][b][q_idx]
+            v[t_idx] = True
+            probs.append(p)
+            content.append(c)
+            valid.append(v)
+    sp_feats = [out["sp_feats"][sp_offsets[b] : sp_offsets[b + 1]] for b in range(batch["batch_size"])]
+    return TeacherView(probs, content, valid, sp_feats)
+
+
+def pseudo_assignment(
+    supervision: dict[str, torch.Tensor], box_prob: torch.Tensor, background_threshold: float
+) -> torch.Tensor:
+    """(P,) per-point assignment with the ambiguous points resolved by the teacher's (T_obj, S) rows."""
+    point_in_box, is_bg = supervision["point_in_box"], supervision["box_is_background"]
+    assigned, _ = point_assignment_from_boxes(point_in_box, is_bg)
+    full = box_prob.new_zeros(len(is_bg), box_prob.shape[1])  # (T, S), background rows unused
+    full[object_boxes(supervision)] = box_prob
+    return teacher_resolver(
+        point_in_box, is_bg, assigned, full, supervision["superpoint"], background_threshold
+    )
+
+
+def beep3d_targets(
+    batch: dict[str, Any], view: TeacherView | None, cfg: Beep3dConfig
+) -> list[dict[str, torch.Tensor]]:
+    """Targets of every scene: teacher pseudo-masks when a view is given and pseudo-masks are on,
+    else the smallest-box rule + superpoint vote. Rows are the object boxes in box order."""
+    if view is None or not cfg.pseudo_masks:
+        return [box_heuristic_targets(sup) for sup in batch["supervision"]]
+    return [
+        box_targets(pseudo_assignment(sup, prob, cfg.background_threshold), sup)
+        for sup, prob in zip(batch["supervision"], view.box_prob, strict=True)
+    ]
+
+
+def beep3d_losses(
+    student: BoxInstanceModel,
+    criterion: Criterion,
+    batch: dict[str, Any],
+    targets: list[dict[str, torch.Tensor]],
+    view: TeacherView | None,
+    cfg: Beep3dConfig,
+) -> dict[str, torch.Tensor]:
+    """Every loss term of the student (scalar tensors) and their weighted "total".
+
+    Keys: the criterion's terms; "boxq/<term>" and "boxq/total" for the centre-query loss;
+    "qc" and "mfc" for the consistency losses (present when they ran).
+    """
+    student.train()
+    enc = student.encode(batch)
+    out = student.decode(enc)
+    indices = criterion.matcher(out, targets)
+    losses = criterion(out, targets, indices)
+    total = losses["total"]
+    if cfg.center_queries and cfg.center_query_weight > 0:
+        box_out = student.decode(enc, box_center_queries(batch))
+        one_to_one = [
+            (torch.arange(len(t["labels"]), device=t["labels"].device),) * 2 for t in targets
+        ]  # box query k stands for target k: both are the k-th object box
+        box_losses = criterion(box_out, targets, one_to_one, fixed_assignment=True)
+        losses.update({f"boxq/{k}": v for k, v in box_losses.items() if "/" not in k})
+        total = total + cfg.center_query_weight * box_losses["total"]
+    if view is not None and cfg.query_consistency:
+        losses["qc"] = query_consistency_loss(out["query_content"], indices, view.content, view.valid)
+        total = total + cfg.query_consistency_weight * losses["qc"]
+    if view is not None and cfg.feature_consistency:
+        sp_offsets = batch["sp_offsets"].tolist()
+        student_feats = [out["sp_feats"][sp_offsets[b] : sp_offsets[b + 1]] for b in range(len(targets))]
+        losses["mfc"] = masked_feature_consistency_loss(
+            student_feats, view.sp_feats, [t["masks"] for t in targets], [t["mask_valid"] for t in targets]
+        )
+        total = total + cfg.feature_consistency_weight * losses["mfc"]
+    losses["total"] = total
+    return losses

@@ -1,0 +1,157 @@
+"""BEEP3D's box-supervised parts: the teacher resolver, consistency losses, the student step,
+pseudo-mask quality, and the no-leakage guarantee of the box-supervised training modes."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from test_dataset import default_scenes, write_processed
+
+from beep3d.classes import SCANNET
+from beep3d.data.boxes import extract_boxes
+from beep3d.eval.pseudo_masks import instance_ious
+from beep3d.loss.consistency import masked_feature_consistency_loss, query_consistency_loss
+from beep3d.loss.targets import BACKGROUND, UNKNOWN, point_assignment_from_boxes, teacher_resolver
+from pipeline.config import build
+from pipeline.training import RunConfig, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_teacher_resolver_picks_the_best_containing_box_and_lets_background_compete() -> None:
+    # Boxes: 0 object, 1 object, 2 wall (background). Points 0-3 are ambiguous.
+    point_in_box = torch.tensor(
+        [
+            [1, 1, 0],  # in both objects: box 1 scores higher
+            [1, 1, 1],  # in all three, objects both below 0.5 -> background
+            [1, 0, 1],  # object 0 + wall, object prob 0.8 -> object 0
+            [1, 1, 0],  # below 0.5 but no wall box holds it -> still the best object box
+            [0, 1, 0],  # known: box 1
+            [0, 0, 1],  # wall only: background
+        ],
+        dtype=torch.bool,
+    )
+    is_bg = torch.tensor([False, False, True])
+    superpoint = torch.tensor([0, 1, 2, 3, 4, 5])
+    prob = torch.tensor(
+        [
+            [0.3, 0.2, 0.8, 0.1, 0.0, 0.0],  # box 0's query per superpoint
+            [0.7, 0.4, 0.9, 0.3, 0.9, 0.9],  # box 1 (its 0.9 on sp 2 must not count: not inside)
+            [1.0, 1.0, 1.0, 1.0, 1.0, 1.0],  # background row: ignored
+        ]
+    )
+    assigned, _ = point_assignment_from_boxes(point_in_box, is_bg)
+    assert assigned.tolist() == [UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN, 1, BACKGROUND]
+    out = teacher_resolver(point_in_box, is_bg, assigned, prob, superpoint, 0.5)
+    assert out.tolist() == [1, BACKGROUND, 0, 1, 1, BACKGROUND]
+
+
+def test_consistency_losses_vanish_on_agreement_and_train_only_the_student() -> None:
+    torch.manual_seed(0)
+    student = [torch.randn(5, 8, requires_grad=True)]
+    teacher = [torch.randn(3, 8, requires_grad=True)]
+    indices = [(torch.tensor([4, 0]), torch.tensor([1, 2]))]
+    valid = [torch.tensor([True, True, False])]  # target 2 has no teacher query: skipped
+    loss = query_consistency_loss(student, indices, teacher, valid)
+    expected = 1 - torch.nn.functional.cosine_similarity(student[0][4], teacher[0][1], dim=0)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert teacher[0].grad is None and student[0].grad[4].abs().sum() > 0
+    agree = query_consistency_loss(
+        [teacher[0].detach() * 2], [(torch.arange(2), torch.arange(2))], teacher, valid
+    )
+    assert float(agree) == pytest.approx(0.0, abs=1e-6)
+
+    feats = torch.randn(6, 4)
+    masks = torch.tensor([[1.0, 1.0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]])  # second mask empty: skipped
+    valid_sp = torch.ones(6, dtype=torch.bool)
+    same = masked_feature_consistency_loss([feats], [feats], [masks], [valid_sp])
+    assert float(same) == pytest.approx(0.0, abs=1e-6)
+    moved = feats.clone()
+    moved[:2] = -moved[:2]
+    assert float(masked_feature_consistency_loss([feats], [moved], [masks], [valid_sp])) == pytest.approx(2.0)
+
+
+def test_instance_ious_over_all_and_ambiguous_points() -> None:
+    sup = {"box_is_background": torch.tensor([False, False, True]), "box_id": torch.tensor([1, 2, 9])}
+    instance = torch.tensor([1, 1, 1, 2, 2, 0])
+    assigned = torch.tensor([0, 0, 1, 1, 1, BACKGROUND])
+    ambiguous = torch.tensor([False, True, True, True, False, False])
+    all_ious, amb_ious = instance_ious(assigned, instance, sup, ambiguous)
+    assert all_ious == pytest.approx([2 / 3, 2 / 3])
+    assert amb_ious == pytest.approx([1 / 2, 1 / 2])
+
+
+def tiny_run_config(mode: str, **train_overrides) -> RunConfig:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["model"].update(
+        widths=[8, 16], d_model=16, n_heads=2, n_layers=2, n_queries=6, ffn_dim=32, rpe_hidden=4
+    )
+    params["data_loader"].update(voxel_size=0.1)
+    t = params["train"]
+    t.update(mode=mode, threads=1, epochs=2, batch_size=2, eval_every=1, monitor_scenes=2)
+    t.update(train_overrides)
+    t["beep3d"]["pseudo_warmup_steps"] = 1  # the teacher's pseudo-masks and the losses run in epoch 1
+    params["inference"]["min_points"] = 10
+    return build(RunConfig, {k: params[k] for k in ("model", "data_loader", "train", "inference")}, "params")
+
+
+def permuted_copy(scenes: dict, seed: int) -> dict:
+    """The same scenes, boxes and superpoints, with each scene's per-point label/instance shuffled."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for scene_id, (split, s) in scenes.items():
+        perm = rng.permutation(len(s["xyz"]))
+        out[scene_id] = (split, {**s, "label": s["label"][perm], "instance": s["instance"][perm]})
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_and_permuted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    scenes = default_scenes()
+    for scene_id, (split, s) in scenes.items():  # boxes fixed from the true labels, in both copies
+        scenes[scene_id] = (
+            split,
+            {**s, "boxes": extract_boxes(s["xyz"], s["label"], s["instance"], SCANNET)},
+        )
+    root = tmp_path_factory.mktemp("leak")
+    return write_processed(root / "real", scenes), write_processed(
+        root / "permuted", permuted_copy(scenes, 3)
+    )
+
+
+def trained_weights(cfg: RunConfig, processed: Path, resume: Path) -> dict[str, torch.Tensor]:
+    result = train(cfg, processed, resume, log=lambda _: None, progress=False)
+    state = copy.deepcopy(result.model.state_dict())
+    if result.teacher is not None:
+        state.update({f"teacher.{k}": v for k, v in result.teacher.state_dict().items()})
+    return state
+
+
+@pytest.mark.parametrize("mode", ["beep3d", "box_heuristic"])
+def test_box_supervised_weights_ignore_the_ground_truth_masks(
+    mode: str, real_and_permuted: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Permuting the per-point ground truth of the training scenes leaves every trained weight
+    (student and teacher) bitwise identical, with evaluations (which do read ground truth, for
+    val AP and pseudo-mask monitoring) running after every epoch."""
+    cfg = tiny_run_config(mode)
+    real, permuted = real_and_permuted
+    a = trained_weights(cfg, real, tmp_path / "a")
+    b = trained_weights(cfg, permuted, tmp_path / "b")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+
+
+def test_full_mode_does_see_the_permutation(real_and_permuted: tuple[Path, Path], tmp_path: Path) -> None:
+    """The control: the same comparison in `full` mode differs, so the check above can fail."""
+    cfg = tiny_run_config("full", eval_every=0)
+    real, permuted = real_and_permuted
+    a = trained_weights(cfg, real, tmp_path / "a")
+    b = trained_weights(cfg, permuted, tmp_path / "b")
+    assert any(not torch.equal(a[k], b[k]) for k in a)
