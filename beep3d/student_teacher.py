@@ -13,11 +13,13 @@ Per batch (DESIGN section 1):
    box becomes background (`teacher_resolver`). During the warm-up (the first
    `pseudo_warmup_steps` steps) the teacher is not trusted and the smallest-box rule plus the
    superpoint vote (the box_heuristic baseline) resolves the ambiguous points instead.
-4. Student losses: the set-prediction criterion on the learned queries against the pseudo-mask
-   targets; with centre queries, the same box queries decoded by the student and supervised one
-   to one with their box (*ours*: this is what trains the decoder to answer a query placed at an
-   instance centre, which the teacher then inherits through the EMA); the query and masked feature
-   consistency losses (`beep3d.loss.consistency`) after the warm-up.
+4. Student losses (`student_losses`, every mode): the set-prediction criterion on the learned
+   queries; the box-query loss (*ours*, weight `train.box_query_weight`): one query per target at
+   its box's centre, decoded by the student in a separate pass and supervised one to one with
+   that target. It is what trains the decoder to answer a query placed at an instance centre,
+   which the teacher inherits through the EMA, and being a student-side aid that needs only boxes
+   it runs in every mode, so `full` stays a fair upper bound. In beep3d mode, after the warm-up,
+   the query and masked feature consistency losses (`beep3d.loss.consistency`).
 
 Ground truth never enters: everything here reads `batch["supervision"]` (boxes, superpoints).
 """
@@ -35,6 +37,7 @@ from beep3d.loss.targets import (
     box_heuristic_targets,
     box_targets,
     point_assignment_from_boxes,
+    superpoint_majority_vote,
     teacher_resolver,
 )
 from beep3d.model.model import BoxInstanceModel, SceneQueries
@@ -49,8 +52,10 @@ class Beep3dConfig:
     background_threshold: (
         float  # below this best object probability, a point in a wall/floor box is background
     )
-    center_queries: bool  # instance centre-based queries (teacher pseudo-masks, student box-query loss)
-    center_query_weight: float  # weight of the student's box-query loss
+    center_queries: (
+        bool  # teacher pseudo-masks from one query per box at its centre (else matched learned queries)
+    )
+    superpoint_vote: bool  # after the teacher, each superpoint takes the majority of its points
     query_consistency: bool
     query_consistency_weight: float
     feature_consistency: bool
@@ -61,7 +66,7 @@ class Beep3dConfig:
             raise ValueError(f"pseudo_warmup_steps must be >= 0, got {self.pseudo_warmup_steps}")
         if not 0.0 <= self.background_threshold <= 1.0:
             raise ValueError(f"background_threshold must be in [0, 1], got {self.background_threshold}")
-        for name in ("center_query_weight", "query_consistency_weight", "feature_consistency_weight"):
+        for name in ("query_consistency_weight", "feature_consistency_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
@@ -91,12 +96,16 @@ def object_boxes(supervision: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.nonzero(~supervision["box_is_background"]).flatten()
 
 
-def box_center_queries(batch: dict[str, Any]) -> list[SceneQueries]:
-    """One query per object box at its centre (normalised to the scene extent); content pooled."""
+def box_center_queries(batch: dict[str, Any], boxes: list[torch.Tensor] | None = None) -> list[SceneQueries]:
+    """One query per box at its centre (normalised to the scene extent), content pooled there.
+
+    boxes: per scene the box indices to query, in order; None = every object box.
+    """
     queries = []
     for b, sup in enumerate(batch["supervision"]):
         lo, hi = batch["scene_min"][b], batch["scene_max"][b]
-        centre = sup["box_center"][object_boxes(sup)]  # (T_obj, 3), augmented frame
+        index = object_boxes(sup) if boxes is None else boxes[b]
+        centre = sup["box_center"][index]  # (T', 3), augmented frame
         queries.append(SceneQueries(pos=((centre - lo) / (hi - lo).clamp(min=1e-6)).clamp(0.0, 1.0)))
     return queries
 
@@ -141,16 +150,20 @@ def teacher_view(
 
 
 def pseudo_assignment(
-    supervision: dict[str, torch.Tensor], box_prob: torch.Tensor, background_threshold: float
+    supervision: dict[str, torch.Tensor], box_prob: torch.Tensor, cfg: Beep3dConfig
 ) -> torch.Tensor:
-    """(P,) per-point assignment with the ambiguous points resolved by the teacher's (T_obj, S) rows."""
+    """(P,) per-point assignment with the ambiguous points resolved by the teacher's (T_obj, S)
+    rows, then (superpoint_vote) each superpoint's majority."""
     point_in_box, is_bg = supervision["point_in_box"], supervision["box_is_background"]
     assigned, _ = point_assignment_from_boxes(point_in_box, is_bg)
     full = box_prob.new_zeros(len(is_bg), box_prob.shape[1])  # (T, S), background rows unused
     full[object_boxes(supervision)] = box_prob
-    return teacher_resolver(
-        point_in_box, is_bg, assigned, full, supervision["superpoint"], background_threshold
+    resolved = teacher_resolver(
+        point_in_box, is_bg, assigned, full, supervision["superpoint"], cfg.background_threshold
     )
+    if cfg.superpoint_vote:
+        resolved = superpoint_majority_vote(resolved, supervision["superpoint"])
+    return resolved
 
 
 def beep3d_targets(
@@ -161,23 +174,27 @@ def beep3d_targets(
     if view is None or not cfg.pseudo_masks:
         return [box_heuristic_targets(sup) for sup in batch["supervision"]]
     return [
-        box_targets(pseudo_assignment(sup, prob, cfg.background_threshold), sup)
+        box_targets(pseudo_assignment(sup, prob, cfg), sup)
         for sup, prob in zip(batch["supervision"], view.box_prob, strict=True)
     ]
 
 
-def beep3d_losses(
+def student_losses(
     student: BoxInstanceModel,
     criterion: Criterion,
     batch: dict[str, Any],
     targets: list[dict[str, torch.Tensor]],
-    view: TeacherView | None,
-    cfg: Beep3dConfig,
+    box_query_weight: float,
+    view: TeacherView | None = None,
+    cfg: Beep3dConfig | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every loss term of the student (scalar tensors) and their weighted "total".
 
-    Keys: the criterion's terms; "boxq/<term>" and "boxq/total" for the centre-query loss;
-    "qc" and "mfc" for the consistency losses (present when they ran).
+    targets: per scene, with "box_index" naming each target's box (box queries sit at its centre).
+    view / cfg: the teacher's view and the BEEP3D switches, for the consistency losses (beep3d
+    mode after the warm-up); None otherwise.
+    Keys: the criterion's terms; "boxq/<term>" and "boxq/total" for the box-query loss; "qc" and
+    "mfc" for the consistency losses (present when they ran).
     """
     student.train()
     enc = student.encode(batch)
@@ -185,18 +202,18 @@ def beep3d_losses(
     indices = criterion.matcher(out, targets)
     losses = criterion(out, targets, indices)
     total = losses["total"]
-    if cfg.center_queries and cfg.center_query_weight > 0:
-        box_out = student.decode(enc, box_center_queries(batch))
+    if box_query_weight > 0:
+        box_out = student.decode(enc, box_center_queries(batch, [t["box_index"] for t in targets]))
         one_to_one = [
             (torch.arange(len(t["labels"]), device=t["labels"].device),) * 2 for t in targets
-        ]  # box query k stands for target k: both are the k-th object box
+        ]  # box query k stands for target k
         box_losses = criterion(box_out, targets, one_to_one, fixed_assignment=True)
         losses.update({f"boxq/{k}": v for k, v in box_losses.items() if "/" not in k})
-        total = total + cfg.center_query_weight * box_losses["total"]
-    if view is not None and cfg.query_consistency:
+        total = total + box_query_weight * box_losses["total"]
+    if view is not None and cfg is not None and cfg.query_consistency:
         losses["qc"] = query_consistency_loss(out["query_content"], indices, view.content, view.valid)
         total = total + cfg.query_consistency_weight * losses["qc"]
-    if view is not None and cfg.feature_consistency:
+    if view is not None and cfg is not None and cfg.feature_consistency:
         sp_offsets = batch["sp_offsets"].tolist()
         student_feats = [out["sp_feats"][sp_offsets[b] : sp_offsets[b + 1]] for b in range(len(targets))]
         losses["mfc"] = masked_feature_consistency_loss(

@@ -50,7 +50,7 @@ from beep3d.eval.pseudo_masks import pseudo_mask_quality
 from beep3d.loss.criterion import Criterion, CriterionConfig
 from beep3d.model.ema import EmaTeacher, ema_rate
 from beep3d.model.model import BoxInstanceModel, ModelConfig
-from beep3d.student_teacher import Beep3dConfig, beep3d_losses, beep3d_targets, teacher_view
+from beep3d.student_teacher import Beep3dConfig, beep3d_targets, student_losses, teacher_view
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.config import ConfigError
 
@@ -72,6 +72,7 @@ class TrainConfig:
     headline: Literal["last", "best"]  # which evaluation epoch's student becomes the model
     ema: float  # EMA teacher rate a (beep3d mode)
     ema_warmup_steps: int  # EMA warm-up time constant (0 = plain EMA); see beep3d/model/ema.py
+    box_query_weight: float  # student box-query loss, every mode (beep3d/student_teacher.py); 0 = off
     beep3d: Beep3dConfig
     optim: OptimConfig
     loss: CriterionConfig
@@ -168,16 +169,17 @@ class _Run:
     def step(self, batch: dict[str, Any], step: int, lr: float) -> dict[str, float]:
         t = self.t
         if t.mode != "beep3d":
-            self.model.train()
             targets = make_targets(batch, t.mode, self.class_set)
-            losses = self.criterion(self.model(batch), targets)
+            losses = student_losses(self.model, self.criterion, batch, targets, t.box_query_weight)
             return optimizer_step(self.model, self.optimizer, losses, step, lr, t.optim.grad_clip)
         assert self.teacher is not None
         view = None
         if t.beep3d.teacher_needed(step):
             view = teacher_view(self.teacher.model, batch, t.beep3d.center_queries, self.criterion)
         targets = beep3d_targets(batch, view, t.beep3d)
-        losses = beep3d_losses(self.model, self.criterion, batch, targets, view, t.beep3d)
+        losses = student_losses(
+            self.model, self.criterion, batch, targets, t.box_query_weight, view, t.beep3d
+        )
         result = optimizer_step(self.model, self.optimizer, losses, step, lr, t.optim.grad_clip)
         rate = ema_rate(step, t.ema, t.ema_warmup_steps)
         self.teacher.update(self.model, rate)
@@ -196,9 +198,7 @@ class _Run:
             metrics.update({f"val_{name}_{k}": float(ap[k]) for k in ("mAP", "AP50", "AP25")})
         teacher = self.teacher.model if self.teacher is not None else None
         batches = (batch_to(b, self.device) for b in self.monitor_loader)
-        quality = pseudo_mask_quality(
-            batches, teacher, self.t.beep3d.center_queries, self.t.beep3d.background_threshold, self.criterion
-        )
+        quality = pseudo_mask_quality(batches, teacher, self.t.beep3d, self.criterion)
         metrics.update({f"pseudo_{k}": v for k, v in quality.items()})
         return metrics
 

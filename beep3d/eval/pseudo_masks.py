@@ -10,7 +10,7 @@ the ground truth a true mask (points of instance k). We report the mean instance
                       one other box), over instances that have any ambiguous point in either mask:
                       the part of the mask that box supervision leaves open,
 
-for each resolver: the teacher (when given), the smallest-box rule (ambiguous points to the
+for each resolver: the teacher (when given, as configured: with its superpoint vote if on), the smallest-box rule (ambiguous points to the
 smallest containing box, wall/floor boxes competing) and the box_heuristic baseline (smallest box
 then superpoint majority vote).
 """
@@ -30,7 +30,7 @@ from beep3d.loss.targets import (
     superpoint_majority_vote,
 )
 from beep3d.model.model import BoxInstanceModel
-from beep3d.student_teacher import TeacherView, object_boxes, pseudo_assignment, teacher_view
+from beep3d.student_teacher import Beep3dConfig, TeacherView, object_boxes, pseudo_assignment, teacher_view
 
 RESOLVERS = ("teacher", "smallest_box", "box_heuristic")
 
@@ -63,8 +63,7 @@ def instance_ious(
 def pseudo_mask_quality(
     batches: Iterable[dict[str, Any]],
     teacher: BoxInstanceModel | None,
-    center_queries: bool,
-    background_threshold: float,
+    cfg: Beep3dConfig,
     criterion: Any = None,
 ) -> dict[str, float]:
     """Mean instance IoU of each resolver over the scenes of `batches` (eval-mode batches with
@@ -74,7 +73,7 @@ def pseudo_mask_quality(
     for batch in batches:
         view: TeacherView | None = None
         if teacher is not None:
-            view = teacher_view(teacher, batch, center_queries, criterion)
+            view = teacher_view(teacher, batch, cfg.center_queries, criterion)
         for b, (sup, gt) in enumerate(zip(batch["supervision"], batch["ground_truth"], strict=True)):
             instance = gt["instance"].to(torch.int64)
             is_bg = sup["box_is_background"]
@@ -87,7 +86,7 @@ def pseudo_mask_quality(
                 "box_heuristic": superpoint_majority_vote(smallest, sup["superpoint"]),
             }
             if view is not None:
-                resolved["teacher"] = pseudo_assignment(sup, view.box_prob[b], background_threshold)
+                resolved["teacher"] = pseudo_assignment(sup, view.box_prob[b], cfg)
             for name, assigned in resolved.items():
                 all_ious, amb_ious = instance_ious(assigned, instance, sup, ambiguous)
                 ious[f"{name}_iou_all"] += all_ious
