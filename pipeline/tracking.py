@@ -191,6 +191,17 @@ class Tracker:
         )
         return self._run
 
+    def attach(self, info: RunInfo) -> None:
+        """Continue logging to an existing run (e.g. the evaluate stage adding its metrics to the
+        training's run named in reports/mlflow_run.json). Later calls follow the failure policy."""
+        from mlflow.tracking import MlflowClient
+
+        if self._run is not None:
+            raise RuntimeError(f"Tracker already holds run {self._run.run_id}")
+        self._client = MlflowClient(tracking_uri=info.tracking_uri)
+        self._run = info
+        self._ended = True  # the run's status belongs to the stage that created it
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Log `metrics` at `step` in as few calls as MLflow allows. Names are made valid for
         MLflow ("loss/aux0 bce" stays as is, "ap@50" becomes "ap_50"); NaN is logged as NaN."""

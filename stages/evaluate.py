@@ -5,10 +5,14 @@
 
 Predictions are mapped back to every original vertex. Besides the metrics, every scene's
 instances are written in the ScanNet benchmark submission format, so anyone can re-score them.
+With --run-info (reports/mlflow_run.json from the train stage) the metrics are also added to the
+training's MLflow run as `evaluate/...`; a tracking failure there only warns.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -24,7 +28,20 @@ from beep3d.eval import Evaluator, SceneGT, to_jsonable, write_submission
 from beep3d.io import write_json_atomic
 from pipeline.checkpoint import CheckpointError
 from pipeline.config import ConfigError, build, load_params, section
+from pipeline.tracking import RunInfo, Tracker
 from pipeline.training import load_model
+
+
+def log_to_training_run(run_info_path: Path, result: dict, metrics_path: Path) -> None:
+    info = RunInfo(**json.loads(run_info_path.read_text()))
+    tracker = Tracker(info.tracking_uri, "", None, log=click.echo)
+    tracker.attach(info)
+    # Classes without ground truth have NaN AP: they are skipped, not logged as numbers.
+    flat = {f"evaluate/val_{k}": float(result[k]) for k in ("mAP", "AP50", "AP25")}
+    flat.update({f"evaluate/val_AP/{name}": float(v["AP"]) for name, v in result["per_class"].items()})
+    flat = {k: v for k, v in flat.items() if math.isfinite(v)}
+    tracker.log_metrics(flat, 0)
+    tracker.log_artifact(metrics_path)
 
 
 @click.command()
@@ -35,7 +52,15 @@ from pipeline.training import load_model
 @click.option(
     "--submission", "submission_dir", default="reports/submission", type=click.Path(file_okay=False)
 )
-def main(params_path: str, data_dir: str, model_path: str, metrics_path: str, submission_dir: str) -> None:
+@click.option("--run-info", "run_info_path", default=None, type=click.Path(dir_okay=False, exists=True))
+def main(
+    params_path: str,
+    data_dir: str,
+    model_path: str,
+    metrics_path: str,
+    submission_dir: str,
+    run_info_path: str | None,
+) -> None:
     try:
         params = load_params(params_path)
         data_cfg = build(DataConfig, section(params, "data_loader"), "data_loader")
@@ -70,6 +95,8 @@ def main(params_path: str, data_dir: str, model_path: str, metrics_path: str, su
     }
     write_json_atomic(Path(metrics_path), metrics)
     click.echo(f"evaluate: val mAP {result['mAP']:.3f}  AP50 {result['AP50']:.3f}  AP25 {result['AP25']:.3f}")
+    if run_info_path:
+        log_to_training_run(Path(run_info_path), result, Path(metrics_path))
 
 
 if __name__ == "__main__":

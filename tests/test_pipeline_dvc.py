@@ -54,9 +54,13 @@ def test_dvc_repro_whole_pipeline_on_tiny_params(project_copy):
     assert run.data.params["train.mode"] == "beep3d" and run.data.params["train.ema"] == "0.999"
     assert run.data.tags["mode"] == "beep3d" and len(run.data.tags["git_commit"]) == 40
     assert {"total", "lr", "ema_rate", "boxq/total"} <= set(run.data.metrics)
+    assert "evaluate/val_mAP" in MlflowClient(run_info["tracking_uri"]).get_run(run_info["run_id"]).data.metrics
     artifacts = {a.path for a in MlflowClient(run_info["tracking_uri"]).list_artifacts(run_info["run_id"])}
     assert {"model.pt", "resolved_config.json", "checkpoints"} <= artifacts
     assert (root / "mlartifacts").is_dir() and not (root / "mlruns").exists()
+    assert "metrics.json" in {
+        a.path for a in MlflowClient(run_info["tracking_uri"]).list_artifacts(run_info["run_id"])
+    }
 
     # everything is up to date afterwards, and `dvc metrics show` lists the metrics
     status = project_copy.dvc("status", "--json")

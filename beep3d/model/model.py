@@ -65,6 +65,9 @@ class ModelConfig:
     num_classes: int = 18  # object classes C; the class head adds one "no object" output
     rpe_hidden: int = 16  # hidden width of the relative-position bias MLP (memory ~ Q x S x this)
     query_pool_k: int = 8  # superpoints averaged to give an external query its content
+    query_init: str = (
+        "learned"  # learned (N_Q learned reference points) | fps (superpoints by farthest point sampling)
+    )
 
     def __post_init__(self) -> None:
         if not self.widths or any(w < 1 for w in self.widths):
@@ -83,6 +86,8 @@ class ModelConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.query_init not in ("learned", "fps"):
+            raise ValueError(f"model.query_init must be 'learned' or 'fps', got {self.query_init!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
@@ -304,14 +309,16 @@ class BoxInstanceModel(nn.Module):
         lo: torch.Tensor,
         extent: torch.Tensor,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per scene (content (Q_b, d), reference points (Q_b, 3))."""
-        learned_content, learned_ref = self.decoder.learned_queries()
+        """Per scene (content (Q_b, d), reference points (Q_b, 3)): the model's own queries
+        (`query_init`), external ones, or both."""
+        own = [self._own_queries(memory[s], sp_xyz[s], lo[b], extent[b]) for b, s in enumerate(scenes)]
         if queries is None:
-            return [learned_content] * len(scenes), [learned_ref] * len(scenes)
+            return [c for c, _ in own], [r for _, r in own]
         if len(queries) != len(scenes):
             raise ValueError(f"got external queries for {len(queries)} scenes, the batch has {len(scenes)}")
         contents, refs = [], []
         for b, (q, s) in enumerate(zip(queries, scenes, strict=True)):
+            learned_content, learned_ref = own[b]
             if q.pos.ndim != 2 or q.pos.shape[1] != 3:
                 raise ValueError(f"scene {b}: external query pos must be (Q', 3), got {tuple(q.pos.shape)}")
             content = q.content
@@ -332,6 +339,20 @@ class BoxInstanceModel(nn.Module):
             refs.append(q_ref)
         return contents, refs
 
+    def _own_queries(
+        self, memory: torch.Tensor, sp_xyz: torch.Tensor, lo: torch.Tensor, extent: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One scene's (content (Q, d), reference points (Q, 3) in [0, 1]) by `query_init`:
+        `learned` -> the N_Q learned queries; `fps` -> reference points at N_Q superpoint centroids
+        spread by farthest point sampling (all of them in a scene with fewer), content pooled
+        from the superpoints nearest to each (as for box queries) plus a learned per-slot vector."""
+        content, ref = self.decoder.learned_queries()
+        if self.cfg.query_init == "learned":
+            return content, ref
+        picked = farthest_point_sample(sp_xyz, self.cfg.n_queries)  # (Q,)
+        pooled = knn_pool(memory, sp_xyz, sp_xyz[picked], self.cfg.query_pool_k)  # (Q, d)
+        return pooled + content[: len(picked)], ((sp_xyz[picked] - lo) / extent).clamp(0.0, 1.0)
+
     @staticmethod
     def _unpad(
         out: dict[str, torch.Tensor], n_q: list[int], n_s: list[int], lo: torch.Tensor, extent: torch.Tensor
@@ -345,6 +366,23 @@ class BoxInstanceModel(nn.Module):
             result["score_logits"].append(out["score_logits"][b, :q])
             result["query_content"].append(out["query_content"][b, :q])
         return result
+
+
+@torch.no_grad()
+def farthest_point_sample(xyz: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of min(n, len(xyz)) points spread by farthest point sampling, deterministic: it
+    starts from the point nearest to the centroid and ties go to the lowest index."""
+    n = min(n, len(xyz))
+    picked = torch.empty(n, dtype=torch.int64, device=xyz.device)
+    if n == 0:
+        return picked
+    current = int((xyz - xyz.mean(dim=0)).square().sum(dim=1).argmin())
+    dist = torch.full((len(xyz),), torch.inf, dtype=xyz.dtype, device=xyz.device)
+    for i in range(n):
+        picked[i] = current
+        dist = torch.minimum(dist, (xyz - xyz[current]).square().sum(dim=1))
+        current = int(dist.argmax())
+    return picked
 
 
 class Instances(NamedTuple):
