@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/beep3d_step_bench.py [--data data/processed] [--params params.yaml]
         [--steps 10] [--warmup 2] [--threads 2]
 
-Both modes run through the training loop's own step (`pipeline.training._Run.step`), built from
+Both modes run through the training loop's own step (`pipeline.training.TrainingRun.step`), built from
 params.yaml with only `train.mode` changed, on the default synthetic data (run `dvc repro
 preprocess` first). The beep3d step is timed past its warm-up, so it includes everything the
 method adds: the teacher's no-grad forward with one query per box, the pseudo-mask resolution,
@@ -26,7 +26,7 @@ import yaml
 
 from beep3d.engine import batch_to
 from pipeline.config import build
-from pipeline.training import RunConfig, _Run
+from pipeline.training import RunConfig, TrainingRun
 
 TARGET = 1.5
 
@@ -54,7 +54,7 @@ def main() -> None:
     runs = {}
     for mode in ("full", "beep3d"):
         torch.manual_seed(0)
-        runs[mode] = _Run(run_config(args.params, mode, args.threads), args.data, device, log=print)
+        runs[mode] = TrainingRun(run_config(args.params, mode, args.threads), args.data, device, log=print)
     late_step = runs["beep3d"].t.beep3d.pseudo_warmup_steps + 1  # teacher and consistency losses on
     times: dict[str, list[float]] = {"full": [], "beep3d": []}
     batches = iter(runs["full"].loader)  # with ground truth, which `full` needs and beep3d ignores

@@ -128,8 +128,8 @@ def build_model(cfg: ModelConfig, device: torch.device) -> BoxInstanceModel:
     return BoxInstanceModel(cfg, conv_algo(device)).to(device)
 
 
-class _Run:
-    """State and pieces of one training run (keeps `train` readable)."""
+class TrainingRun:
+    """Data, student, teacher, criterion and optimiser of one run, and its step and evaluation."""
 
     def __init__(self, cfg: RunConfig, processed_dir: Path, device: torch.device, log: Callable[[str], None]):
         t = cfg.train
@@ -187,7 +187,7 @@ class _Run:
         result["pseudo_masks_from_teacher"] = float(view is not None and t.beep3d.pseudo_masks)
         return result
 
-    def evaluate(self, epoch: int, step: int) -> dict[str, float]:
+    def evaluate(self) -> dict[str, float]:
         """Val AP of the student (and teacher) and pseudo-mask quality, flat and prefixed."""
         metrics: dict[str, float] = {}
         models = {"student": self.model}
@@ -229,7 +229,7 @@ def train(
         torch.set_num_threads(t.threads)
     torch.manual_seed(t.seed)
     device = resolve_device(t.device)
-    run = _Run(cfg, processed_dir, device, log)
+    run = TrainingRun(cfg, processed_dir, device, log)
     steps_per_epoch = len(run.loader)
     total_steps = t.epochs * steps_per_epoch
     sink = metrics_sink or (lambda metrics, step: None)
@@ -270,7 +270,7 @@ def train(
             bar.set_postfix(loss=f"{losses['total']:.3f}")
         epoch_seconds = time.perf_counter() - started
         if t.eval_every and (epoch + 1) % t.eval_every == 0:
-            metrics = run.evaluate(epoch, step)
+            metrics = run.evaluate()
             history.append({"step": step, "epoch": epoch, "epoch_seconds": epoch_seconds, **metrics})
             sink(metrics, step)
             log(f"epoch {epoch + 1}/{t.epochs}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))

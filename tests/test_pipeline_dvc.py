@@ -24,7 +24,7 @@ def tiny(params: dict) -> dict:
 def test_dvc_repro_whole_pipeline_on_tiny_params(project_copy):
     project_copy.set_params(tiny(project_copy.params()))
     project_copy.commit("tiny params")
-    project_copy.dvc("repro", "evaluate", timeout=900)
+    project_copy.dvc("repro", timeout=900)
     root = project_copy.root
 
     # preprocess: the Parquet contract, readable as a dataset, one row per original vertex
@@ -54,7 +54,9 @@ def test_dvc_repro_whole_pipeline_on_tiny_params(project_copy):
     assert run.data.params["train.mode"] == "beep3d" and run.data.params["train.ema"] == "0.999"
     assert run.data.tags["mode"] == "beep3d" and len(run.data.tags["git_commit"]) == 40
     assert {"total", "lr", "ema_rate", "boxq/total"} <= set(run.data.metrics)
-    assert "evaluate/val_mAP" in MlflowClient(run_info["tracking_uri"]).get_run(run_info["run_id"]).data.metrics
+    assert (
+        "evaluate/val_mAP" in MlflowClient(run_info["tracking_uri"]).get_run(run_info["run_id"]).data.metrics
+    )
     artifacts = {a.path for a in MlflowClient(run_info["tracking_uri"]).list_artifacts(run_info["run_id"])}
     assert {"model.pt", "resolved_config.json", "checkpoints"} <= artifacts
     assert (root / "mlartifacts").is_dir() and not (root / "mlruns").exists()
@@ -62,9 +64,17 @@ def test_dvc_repro_whole_pipeline_on_tiny_params(project_copy):
         a.path for a in MlflowClient(run_info["tracking_uri"]).list_artifacts(run_info["run_id"])
     }
 
-    # everything is up to date afterwards, and `dvc metrics show` lists the metrics
-    status = project_copy.dvc("status", "--json")
-    assert json.loads(status.stdout) == {}
+    # report: markdown with the headline numbers, figures, and DVC plots that render
+    report = (root / "reports/report.md").read_text()
+    assert "mAP" in report and "Provenance" in report and run_info["run_id"] in report
+    assert (root / "reports/figures/losses.png").stat().st_size > 10_000
+    rendered = project_copy.dvc("plots", "show", "--json").stdout
+    assert "reports/plots/val_map.csv" in rendered and "reports/plots/losses.csv" in rendered
+
+    # everything is up to date afterwards (but the always-changed report), and
+    # `dvc metrics show` lists the metrics
+    status = json.loads(project_copy.dvc("status", "--json").stdout)
+    assert set(status) <= {"report"}, status
     shown = project_copy.dvc("metrics", "show", "--json").stdout
     assert "mAP" in shown
 
