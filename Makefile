@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test lint format bench
+.PHONY: setup repro test lint format bench ci-pipeline ci-baseline ablations seeds
 
 # torch is installed first and pinned: on a CPU machine this takes the 2.13.0 CPU build instead of a
 # multi-GB CUDA build. GPU users: see README "GPU install".
@@ -40,3 +40,34 @@ bench: setup
 	python benchmarks/preprocess_bench.py
 	python benchmarks/eval_bench.py
 	python benchmarks/train_bench.py
+	python benchmarks/beep3d_step_bench.py
+
+## CI-size pipeline in a temporary copy + benchmark regression check against .ci/baseline.json.
+ci-pipeline: setup
+	.ci/pipeline.sh
+
+## Deliberately accept the CI-size figures of this code as the new baseline (commit it, say why).
+ci-baseline: setup
+	.ci/pipeline.sh --write-baseline
+
+## The ablation grid as queued DVC experiments (each BEEP3D part off in turn, EMA rates, the
+## three modes); `dvc queue start` runs them, the report tabulates whatever has finished.
+ablations: setup
+	dvc exp run --queue -n abl-no-pseudo-masks -S train.beep3d.pseudo_masks=false
+	dvc exp run --queue -n abl-no-center-queries -S train.beep3d.center_queries=false
+	dvc exp run --queue -n abl-no-vote -S train.beep3d.superpoint_vote=false
+	dvc exp run --queue -n abl-no-query-consistency -S train.beep3d.query_consistency=false
+	dvc exp run --queue -n abl-no-feature-consistency -S train.beep3d.feature_consistency=false
+	dvc exp run --queue -n abl-no-box-queries -S train.box_query_weight=0.0
+	dvc exp run --queue -n abl-ema-0.99 -S train.ema=0.99
+	dvc exp run --queue -n abl-ema-0.9999 -S train.ema=0.9999
+	dvc exp run --queue -n abl-box-heuristic -S train.mode=box_heuristic
+	dvc exp run --queue -n abl-full -S train.mode=full
+	dvc exp run --queue -n abl-computed-superpoints -S data_loader.superpoints=computed
+	dvc exp run --queue -n abl-box-heuristic-computed -S train.mode=box_heuristic -S data_loader.superpoints=computed
+	dvc queue start
+
+## Seeds for mean +- std (the report groups runs that differ only in train.seed).
+seeds: setup
+	dvc exp run --queue -S train.seed=0,1,2
+	dvc queue start
