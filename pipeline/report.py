@@ -391,7 +391,7 @@ def experiments_section(
         )
     out += [
         "Configurations over seeds (mean ± sample std; single runs marked n=1). On a small val set "
-        "one run differs from its repeat by about 0.1 AP50 (DESIGN.md section 3): compare means over seeds.",
+        "single runs are noisy: compare means over seeds.",
         "",
         md_table(["mode", *shown_group, "runs (seeds)", "mAP", "AP50", "AP25"], grows),
     ]
@@ -469,7 +469,7 @@ def dataset_section(scenes: list[dict[str, Any]], stats: dict[str, Any] | None, 
         md_table(header, rows),
         "",
         "Object points in ≥ 2 boxes are the ambiguous share box supervision leaves open "
-        "(real ScanNet: 11-15 %; DESIGN.md section 2).",
+        "(real ScanNet: 11-15 %).",
     ]
     if stats is None:
         return "\n".join([*out, "", "No stats.json: box and overlap figures unavailable."])
