@@ -28,7 +28,6 @@ import math
 import os
 import shutil
 import statistics
-import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,11 +42,11 @@ from beep3d.eval import MIN_REGION_SIZE, Evaluator, SceneGT, read_submission
 from beep3d.io import write_text_atomic
 from pipeline import plots
 from pipeline.config import build, flatten, section
+from pipeline.gitinfo import run_git
 
 DASH = "–"  # a number that does not exist (class without ground truth, metric not logged)
 N_SCENE_FIGURES = 3
 N_PR_CLASSES = 6
-GIT_TIMEOUT_S = 10.0
 # Params that set how many processes or threads share the work: they may change floating-point
 # rounding, not the method or the data, and differences in them would split otherwise identical
 # configurations into separate groups of the experiments table.
@@ -597,15 +596,8 @@ def figures_section(figures: dict[str, str], notes: Sequence[str]) -> str:
 
 
 def _git(project_root: Path, *args: str) -> tuple[int, str]:
-    """(exit code, stdout or the error); -1 when git cannot run at all."""
-    # GIT_DIR & co. (set inside a git hook) would point git at another repository.
-    env = {k: v for k, v in os.environ.items() if k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")}
-    try:
-        proc = subprocess.run(
-            ["git", *args], cwd=project_root, env=env, capture_output=True, text=True, timeout=GIT_TIMEOUT_S
-        )
-    except (OSError, subprocess.SubprocessError) as err:
-        return -1, str(err)
+    """(exit code, stdout or the first line of the error); -1 when git cannot run at all."""
+    proc = run_git(project_root, *args)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
         return proc.returncode, lines[0] if lines else f"exit code {proc.returncode}"

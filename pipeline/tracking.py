@@ -31,7 +31,6 @@ import dataclasses
 import hashlib
 import os
 import re
-import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -39,6 +38,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from pipeline.gitinfo import run_git
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -54,7 +55,6 @@ MAX_TAG_VALUE_LENGTH = 8000
 
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
 WARN_EVERY = 100  # during an outage, one warning at its first failed call and then per this many
-GIT_TIMEOUT_S = 10.0
 
 
 class TrackingError(RuntimeError):
@@ -370,12 +370,12 @@ def run_tags(
     it after the stage succeeds), which pins the inputs of the upstream stages.
     """
     env = os.environ if env is None else env
-    commit = _git(project_root, "rev-parse", "HEAD")
+    commit = run_git(project_root, "rev-parse", "HEAD")
     if commit.returncode == 0 and commit.stdout.strip():
         git_commit = commit.stdout.strip()
     else:
         git_commit = "unknown"
-    diff = _git(project_root, "diff", "--quiet", "HEAD")
+    diff = run_git(project_root, "diff", "--quiet", "HEAD")
     git_dirty = {0: "false", 1: "true"}.get(diff.returncode, "unknown")
     try:
         lock_sha = hashlib.sha256((project_root / "dvc.lock").read_bytes()).hexdigest()
@@ -511,19 +511,3 @@ def _describe(err: BaseException) -> str:
     lines = [line.strip() for line in str(root).splitlines() if line.strip()]
     text = lines[0] if lines else repr(root)
     return f"{type(root).__name__}: {text[:500]}"
-
-
-def _git(project_root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    # GIT_DIR & co. (set when this runs inside a git hook) would point git at another repository.
-    env = {k: v for k, v in os.environ.items() if k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")}
-    try:
-        return subprocess.run(
-            ["git", *args],
-            cwd=project_root,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=GIT_TIMEOUT_S,
-        )
-    except (OSError, subprocess.SubprocessError) as err:
-        return subprocess.CompletedProcess(["git", *args], returncode=-1, stdout="", stderr=str(err))
