@@ -208,6 +208,11 @@ class TrainingRun:
             state["teacher"] = self.teacher.state_dict()
         return state
 
+    def snapshot(self) -> dict[str, Any]:
+        """`state()` as copies: state_dict() tensors are the live weights, which later steps (or
+        loading another state) would change under a kept reference."""
+        return {role: {k: v.detach().clone() for k, v in sd.items()} for role, sd in self.state().items()}
+
     def load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["student"])
         if self.teacher is not None:
@@ -275,7 +280,7 @@ def train(
             sink(metrics, step)
             log(f"epoch {epoch + 1}/{t.epochs}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
             if best is None or metrics["val_student_mAP"] > best["metrics"]["val_student_mAP"]:
-                best = {**run.state(), "epoch": epoch + 1, "metrics": metrics}
+                best = {**run.snapshot(), "epoch": epoch + 1, "metrics": metrics}
                 save_checkpoint(
                     best_path, model_config=cfg.model, fingerprint=fp,
                     state={**best, "metrics": json.dumps(metrics)},
@@ -294,7 +299,7 @@ def train(
                 },
             )
     bar.close()
-    last = run.state()
+    last = run.snapshot()
     summary = evaluation_summary(history, t.headline)
     if t.headline == "best" and best is not None:
         run.load_state(best)

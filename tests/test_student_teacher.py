@@ -155,3 +155,20 @@ def test_full_mode_does_see_the_permutation(real_and_permuted: tuple[Path, Path]
     a = trained_weights(cfg, real, tmp_path / "a")
     b = trained_weights(cfg, permuted, tmp_path / "b")
     assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_best_and_last_are_kept_apart_and_headline_best_takes_the_best(
+    real_and_permuted: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The best evaluation's weights are a copy (training on must not change them), equal to what
+    best.pt holds, and `headline: best` makes them the returned model."""
+    from pipeline.checkpoint import load_checkpoint
+
+    cfg = tiny_run_config("beep3d", epochs=3, headline="best")
+    result = train(cfg, real_and_permuted[0], tmp_path, log=lambda _: None, progress=False)
+    on_disk = load_checkpoint(tmp_path / "best.pt")
+    for role in ("student", "teacher"):
+        assert all(torch.equal(result.best[role][k], on_disk[role][k]) for k in on_disk[role])
+    assert all(torch.equal(v, result.best["student"][k]) for k, v in result.model.state_dict().items())
+    if result.best["epoch"] < 3:  # then the last epoch moved the weights on
+        assert any(not torch.equal(v, result.last["student"][k]) for k, v in result.best["student"].items())
