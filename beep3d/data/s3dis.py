@@ -178,7 +178,7 @@ def _numbers(line: bytes) -> list[float] | None:
 
 
 def read_annotation(path: Path, scene_id: str) -> AnnotationPoints:
-    """Points of one annotation file, validated: finite coordinates, integer colours 0..255."""
+    """Points of one annotation file, validated: coordinates finite as float32, integer colours 0..255."""
     try:
         data = path.read_bytes()
     except OSError as err:
@@ -195,6 +195,15 @@ def read_annotation(path: Path, scene_id: str) -> AnnotationPoints:
         bad = int(np.flatnonzero(((rgb < 0) | (rgb > 255) | (rgb != np.round(rgb))).any(axis=1))[0])
         raise DataError(
             f"colours must be integers 0..255; line {bad + 1} has {rgb[bad].tolist()}",
+            path=path,
+            scene_id=scene_id,
+        )
+    # Finite here, but the room is stored as float32, where 1e39 would become inf.
+    too_large = (np.abs(table[:, :3]) > np.finfo(np.float32).max).any(axis=1)
+    if too_large.any():
+        bad = int(np.flatnonzero(too_large)[0])
+        raise DataError(
+            f"point {bad + 1} has a coordinate beyond the float32 range: {table[bad, :3].tolist()}",
             path=path,
             scene_id=scene_id,
         )

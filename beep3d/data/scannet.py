@@ -38,6 +38,8 @@ SCENE_ID_RE = re.compile(r"^scene\d{4}_\d{2}$")
 # A segment-id lookup table is used instead of a sort when the ids are this dense; ScanNet's ids
 # are vertex indices of each segment's seed, so they are always < N and the table is tiny.
 _LUT_MAX_RATIO = 8
+# Instance ids are objectId + 1 in an int32 column; a larger objectId would wrap to a negative id.
+_MAX_OBJECT_ID = np.iinfo(np.int32).max - 1
 
 
 def split_file(root: Path, split: str) -> Path:
@@ -280,9 +282,15 @@ def _read_aggregation(
         if not isinstance(group, dict):
             raise DataError(f"{where} is not an object", path=path, scene_id=scene_id)
         object_id, raw_label = group.get("objectId"), group.get("label")
-        if isinstance(object_id, bool) or not isinstance(object_id, int) or object_id < 0:
+        if (
+            isinstance(object_id, bool)
+            or not isinstance(object_id, int)
+            or not 0 <= object_id <= _MAX_OBJECT_ID
+        ):
             raise DataError(
-                f"{where}.objectId {object_id!r} is not a non-negative integer", path=path, scene_id=scene_id
+                f"{where}.objectId {object_id!r} is not an integer 0..{_MAX_OBJECT_ID}",
+                path=path,
+                scene_id=scene_id,
             )
         if object_id in seen_objects:
             raise DataError(f"{where}: objectId {object_id} used by two groups", path=path, scene_id=scene_id)

@@ -104,9 +104,10 @@ def check_version(schema: pa.Schema, path: str | Path) -> None:
     found = (schema.metadata or {}).get(VERSION_KEY)
     if found is None:
         raise DataError("not a beep3d processed file (no schema version in metadata)", path=path)
-    if found.decode() != SCHEMA_VERSION:
+    if found != SCHEMA_VERSION.encode():
+        # Compared as bytes: a damaged footer can hold bytes that are not UTF-8.
         raise DataError(
-            f"schema version {found.decode()} but this code reads {SCHEMA_VERSION}; "
+            f"schema version {found.decode('utf-8', 'replace')} but this code reads {SCHEMA_VERSION}; "
             "re-run `dvc repro preprocess`",
             path=path,
         )
@@ -118,8 +119,14 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pa.Table:
         raise DataError("file not found; run `dvc repro preprocess`", path=path)
     try:
         check_version(pq.read_schema(path), path)
-        return pq.read_table(path, columns=columns)
-    except (pa.ArrowInvalid, OSError) as err:
+        table = pq.read_table(path, columns=columns)
+        # Full validation (under a millisecond for 150k points) catches damage that decoding lets
+        # through, e.g. a string column that is not UTF-8, which would fail later in to_numpy().
+        table.validate(full=True)
+        return table
+    # ArrowException, the base of ArrowInvalid: a damaged file also raised it bare ("Unknown error").
+    # UnicodeDecodeError: a column name in the footer that is not UTF-8.
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as err:
         raise DataError(f"unreadable Parquet: {err}", path=path) from err
 
 
@@ -130,9 +137,23 @@ def points_path(processed_dir: str | Path, scene_id: str) -> Path:
 def read_scene_points(
     processed_dir: str | Path, scene_id: str, columns: list[str] | None = None
 ) -> dict[str, np.ndarray]:
-    """Load one scene's points as numpy columns (bounded memory: one scene at a time)."""
-    table = read_table(points_path(processed_dir, scene_id), columns=columns)
-    return {name: table.column(name).to_numpy() for name in table.column_names}
+    """Load one scene's points as numpy columns (bounded memory: one scene at a time).
+
+    Each column comes with its POINTS_SCHEMA type and no nulls: a damaged footer can rename a
+    column or change its type, and a null turns an integer column into floats with NaN.
+    """
+    path = points_path(processed_dir, scene_id)
+    table = read_table(path, columns=columns)
+    expected = POINTS_SCHEMA.names if columns is None else list(columns)
+    if table.column_names != expected:
+        raise DataError(f"columns {table.column_names}, expected {expected}", path=path)
+    for name in expected:
+        found, wanted = table.schema.field(name).type, POINTS_SCHEMA.field(name).type
+        if found != wanted:
+            raise DataError(f"column {name!r} is {found}, expected {wanted}", path=path)
+        if table.column(name).null_count:
+            raise DataError(f"column {name!r} has {table.column(name).null_count} missing values", path=path)
+    return {name: table.column(name).to_numpy() for name in expected}
 
 
 def points_dataset(processed_dir: str | Path) -> ds.Dataset:
