@@ -54,7 +54,7 @@ def main() -> None:
     runs = {}
     for mode in ("full", "beep3d"):
         torch.manual_seed(0)
-        runs[mode] = TrainingRun(run_config(args.params, mode, args.threads), args.data, device, log=print)
+        runs[mode] = TrainingRun(run_config(args.params, mode, args.threads), args.data, device)
     late_step = runs["beep3d"].t.beep3d.pseudo_warmup_steps + 1  # teacher and consistency losses on
     times: dict[str, list[float]] = {"full": [], "beep3d": []}
     batches = iter(runs["full"].loader)  # with ground truth, which `full` needs and beep3d ignores

@@ -131,9 +131,9 @@ def build_model(cfg: ModelConfig, device: torch.device) -> BoxInstanceModel:
 class TrainingRun:
     """Data, student, teacher, criterion and optimiser of one run, and its step and evaluation."""
 
-    def __init__(self, cfg: RunConfig, processed_dir: Path, device: torch.device, log: Callable[[str], None]):
+    def __init__(self, cfg: RunConfig, processed_dir: Path, device: torch.device):
         t = cfg.train
-        self.cfg, self.t, self.device, self.log = cfg, t, device, log
+        self.cfg, self.t, self.device = cfg, t, device
         with_gt = t.mode == "full"  # box-supervised modes never load per-point ground truth
         self.train_set = SceneDataset(
             processed_dir, "train", cfg.data_loader, with_ground_truth=with_gt, train=True, seed=t.seed
@@ -234,7 +234,7 @@ def train(
         torch.set_num_threads(t.threads)
     torch.manual_seed(t.seed)
     device = resolve_device(t.device)
-    run = TrainingRun(cfg, processed_dir, device, log)
+    run = TrainingRun(cfg, processed_dir, device)
     steps_per_epoch = len(run.loader)
     total_steps = t.epochs * steps_per_epoch
     sink = metrics_sink or (lambda metrics, step: None)

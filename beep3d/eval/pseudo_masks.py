@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from beep3d.loss.criterion import Criterion
 from beep3d.loss.targets import (
     box_volume,
     point_assignment_from_boxes,
@@ -64,7 +65,7 @@ def pseudo_mask_quality(
     batches: Iterable[dict[str, Any]],
     teacher: BoxInstanceModel | None,
     cfg: Beep3dConfig,
-    criterion: Any = None,
+    criterion: Criterion,
 ) -> dict[str, float]:
     """Mean instance IoU of each resolver over the scenes of `batches` (eval-mode batches with
     ground truth, already on the teacher's device). Keys "<resolver>_iou_all" and
