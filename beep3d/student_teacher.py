@@ -10,7 +10,8 @@ Per batch (DESIGN section 1):
    gets a row of mask probabilities rho over the scene's superpoints.
 3. Pseudo-masks: each ambiguous point goes to the containing object box whose row scores it
    highest; a point whose best score is below `background_threshold` and that lies in a wall/floor
-   box becomes background (`teacher_resolver`). During the warm-up (the first
+   box becomes background (`teacher_resolver`); with `superpoint_vote`, each superpoint then takes
+   the majority of its points (as the box_heuristic baseline does). During the warm-up (the first
    `pseudo_warmup_steps` steps) the teacher is not trusted and the smallest-box rule plus the
    superpoint vote (the box_heuristic baseline) resolves the ambiguous points instead.
 4. Student losses (`student_losses`, every mode): the set-prediction criterion on the learned

@@ -4,6 +4,7 @@ pseudo-mask quality, and the no-leakage guarantee of the box-supervised training
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -172,3 +173,35 @@ def test_best_and_last_are_kept_apart_and_headline_best_takes_the_best(
     assert all(torch.equal(v, result.best["student"][k]) for k, v in result.model.state_dict().items())
     if result.best["epoch"] < 3:  # then the last epoch moved the weights on
         assert any(not torch.equal(v, result.last["student"][k]) for k, v in result.best["student"].items())
+
+
+def test_matched_teacher_queries_without_centre_queries(
+    real_and_permuted: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """center_queries off: the teacher's learned queries are matched to the object boxes; every
+    box gets a row, rows without a query are zero and marked invalid, and training runs on them."""
+    from beep3d.data.dataset import SceneDataset, make_loader
+    from beep3d.loss.criterion import Criterion
+    from beep3d.student_teacher import object_boxes, teacher_view
+    from pipeline.training import build_model
+
+    cfg = tiny_run_config("beep3d")
+    model = build_model(cfg.model, torch.device("cpu"))
+    data = SceneDataset(real_and_permuted[0], "train", cfg.data_loader, with_ground_truth=False, train=False)
+    batch = next(iter(make_loader(data, 2, shuffle=False, seed=0, num_workers=0)))
+    view = teacher_view(model, batch, False, Criterion.from_config(cfg.train.loss))
+    for b, sup in enumerate(batch["supervision"]):
+        n_obj = len(object_boxes(sup))
+        n_sp = int(batch["sp_offsets"][b + 1] - batch["sp_offsets"][b])
+        assert view.box_prob[b].shape == (n_obj, n_sp) and view.valid[b].shape == (n_obj,)
+        assert int(view.valid[b].sum()) == min(n_obj, cfg.model.n_queries)
+        assert not view.box_prob[b][~view.valid[b]].any()
+    off = dataclasses.replace(cfg.train.beep3d, center_queries=False)
+    result = train(
+        dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, beep3d=off)),
+        real_and_permuted[0], tmp_path, log=lambda _: None, progress=False,
+    )  # fmt: skip
+    assert (
+        any("qc" in row for row in result.history)
+        and "pseudo_teacher_iou_ambiguous" in result.summary["last"]
+    )
