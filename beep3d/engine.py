@@ -95,7 +95,8 @@ def train_step(
     lr: float,
     grad_clip: float,
 ) -> dict[str, float]:
-    """One optimiser step on the criterion alone (`full` and `box_heuristic` modes)."""
+    """One optimiser step on the criterion alone (no box-query pass, no teacher): the core that
+    the training loop (`pipeline.training.TrainingRun.step`) extends; benchmarks time it."""
     model.train()
     return optimizer_step(model, optimizer, criterion(model(batch), targets), step, lr, grad_clip)
 

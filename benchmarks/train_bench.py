@@ -12,8 +12,10 @@ batch and one after the other:
 
   data        dataset item (read + augment + voxelize + point-in-box) + collate + targets
   bare UNet   the backbone alone on the batch's sparse tensor, forward + backward of out.sum()
-  whole step  `beep3d.engine.train_step` as the train loop calls it: forward, matching, losses,
-              backward, gradient clipping, AdamW step
+  whole step  `beep3d.engine.train_step`: forward, matching, losses, backward, gradient
+              clipping, AdamW step. This is the criterion step alone; the training loop adds
+              the box-query decoder pass (`train.box_query_weight`) and, in beep3d mode, the
+              teacher (benchmarks/beep3d_step_bench.py times the loop's own step)
 
 and breaks the whole step down with timers hooked into the same call (no copy of the step):
 

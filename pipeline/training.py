@@ -167,24 +167,25 @@ class TrainingRun:
         self.optimizer = make_optimizer(self.model, t.optim)
 
     def step(self, batch: dict[str, Any], step: int, lr: float) -> dict[str, float]:
+        """One optimiser step in any mode; in beep3d mode the teacher makes the targets (after its
+        warm-up) and follows the student afterwards."""
         t = self.t
-        if t.mode != "beep3d":
-            targets = make_targets(batch, t.mode, self.class_set)
-            losses = student_losses(self.model, self.criterion, batch, targets, t.box_query_weight)
-            return optimizer_step(self.model, self.optimizer, losses, step, lr, t.optim.grad_clip)
-        assert self.teacher is not None
         view = None
-        if t.beep3d.teacher_needed(step):
-            view = teacher_view(self.teacher.model, batch, t.beep3d.center_queries, self.criterion)
-        targets = beep3d_targets(batch, view, t.beep3d)
+        if self.teacher is None:
+            targets = make_targets(batch, t.mode, self.class_set)
+        else:
+            if t.beep3d.teacher_needed(step):
+                view = teacher_view(self.teacher.model, batch, t.beep3d.center_queries, self.criterion)
+            targets = beep3d_targets(batch, view, t.beep3d)
         losses = student_losses(
             self.model, self.criterion, batch, targets, t.box_query_weight, view, t.beep3d
         )
         result = optimizer_step(self.model, self.optimizer, losses, step, lr, t.optim.grad_clip)
-        rate = ema_rate(step, t.ema, t.ema_warmup_steps)
-        self.teacher.update(self.model, rate)
-        result["ema_rate"] = rate
-        result["pseudo_masks_from_teacher"] = float(view is not None and t.beep3d.pseudo_masks)
+        if self.teacher is not None:
+            rate = ema_rate(step, t.ema, t.ema_warmup_steps)
+            self.teacher.update(self.model, rate)
+            result["ema_rate"] = rate
+            result["pseudo_masks_from_teacher"] = float(view is not None and t.beep3d.pseudo_masks)
         return result
 
     def evaluate(self) -> dict[str, float]:
