@@ -223,3 +223,25 @@ def student_losses(
         total = total + cfg.feature_consistency_weight * losses["mfc"]
     losses["total"] = total
     return losses
+
+
+class StudentObjective(torch.nn.Module):
+    """`student_losses` as a module's forward: DistributedDataParallel wraps this, so that one
+    forward covers every pass over the student (learned queries, box queries) and the gradients
+    of all of them are averaged over the ranks in one backward."""
+
+    def __init__(
+        self, student: BoxInstanceModel, criterion: Criterion, box_query_weight: float, cfg: Beep3dConfig
+    ):
+        super().__init__()
+        self.student = student
+        self.criterion = criterion
+        self.box_query_weight = box_query_weight
+        self.cfg = cfg
+
+    def forward(
+        self, batch: dict[str, Any], targets: list[dict[str, torch.Tensor]], view: TeacherView | None
+    ) -> dict[str, torch.Tensor]:
+        return student_losses(
+            self.student, self.criterion, batch, targets, self.box_query_weight, view, self.cfg
+        )

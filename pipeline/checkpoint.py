@@ -8,6 +8,7 @@ that says what differs, instead of failing later with a shape mismatch. Writes a
 from __future__ import annotations
 
 import dataclasses
+import io
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,20 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: str | Path, *, expect_model_config: Any | None = None, map_location: str | torch.device = "cpu"
+    path: str | Path,
+    *,
+    expect_model_config: Any | None = None,
+    map_location: str | torch.device = "cpu",
+    data: bytes | None = None,
 ) -> dict[str, Any]:
+    """Read and check a checkpoint. `data`: the file's bytes, already read elsewhere (e.g. sent by
+    another rank); `path` then only names it in messages."""
     path = Path(path)
-    if not path.exists():
+    if data is None and not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        source = path if data is None else io.BytesIO(data)
+        payload = torch.load(source, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several unrelated types for a bad file
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
     if not isinstance(payload, dict) or "format_version" not in payload:

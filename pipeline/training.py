@@ -17,6 +17,12 @@ Evaluation epochs (`eval_every`): student (and teacher) val AP, and pseudo-mask 
 first `monitor_scenes` training scenes. The best epoch by student val mAP is kept in
 `<resume_dir>/best.pt`; which one becomes the deliverable is `headline` (last unless params say
 best), so the val split never picks the model silently.
+
+Distributed (torchrun, pipeline/distributed.py): `train.batch_size` stays the number of scenes per
+optimiser step; each rank takes its share of every batch, and the step computes batch norm and
+every batch mean over all ranks' scenes (beep3d/distributed.py) while DDP averages the gradients,
+so W processes follow the one-process run up to summation order. Rank 0 evaluates, checkpoints
+and logs; at the end every rank's student and teacher must be bitwise equal (checked).
 """
 
 from __future__ import annotations
@@ -33,8 +39,9 @@ from typing import Any, Literal
 import torch
 from tqdm import tqdm
 
-from beep3d.backend import conv_algo, resolve_device
+from beep3d.backend import conv_algo
 from beep3d.data.dataset import DataConfig, SceneDataset, make_loader
+from beep3d.distributed import across_ranks
 from beep3d.engine import (
     InferenceConfig,
     Mode,
@@ -50,9 +57,11 @@ from beep3d.eval.pseudo_masks import pseudo_mask_quality
 from beep3d.loss.criterion import Criterion, CriterionConfig
 from beep3d.model.ema import EmaTeacher, ema_rate
 from beep3d.model.model import BoxInstanceModel, ModelConfig
-from beep3d.student_teacher import Beep3dConfig, beep3d_targets, student_losses, teacher_view
+from beep3d.student_teacher import Beep3dConfig, StudentObjective, beep3d_targets, teacher_view
+from pipeline import distributed
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.config import ConfigError
+from pipeline.distributed import SINGLE_PROCESS, Ranks
 
 MetricsSink = Callable[[dict[str, float], int], None]
 
@@ -131,9 +140,11 @@ def build_model(cfg: ModelConfig, device: torch.device) -> BoxInstanceModel:
 class TrainingRun:
     """Data, student, teacher, criterion and optimiser of one run, and its step and evaluation."""
 
-    def __init__(self, cfg: RunConfig, processed_dir: Path, device: torch.device):
+    def __init__(
+        self, cfg: RunConfig, processed_dir: Path, device: torch.device, ranks: Ranks = SINGLE_PROCESS
+    ):
         t = cfg.train
-        self.cfg, self.t, self.device = cfg, t, device
+        self.cfg, self.t, self.device, self.ranks = cfg, t, device, ranks
         with_gt = t.mode == "full"  # box-supervised modes never load per-point ground truth
         self.train_set = SceneDataset(
             processed_dir, "train", cfg.data_loader, with_ground_truth=with_gt, train=True, seed=t.seed
@@ -145,9 +156,12 @@ class TrainingRun:
                 f"'{self.class_set.name}' has {self.class_set.num_classes} classes"
             )
         self.loader = make_loader(
-            self.train_set, t.batch_size, shuffle=True, seed=t.seed, num_workers=t.loader_workers
-        )
-        if t.eval_every:  # only then are the val split and the monitored training scenes needed
+            self.train_set, t.batch_size, shuffle=True, seed=t.seed, num_workers=t.loader_workers,
+            rank=ranks.rank, world_size=ranks.world_size,
+        )  # fmt: skip
+        # Only then (and only on rank 0, which evaluates) are the val split and the monitored
+        # training scenes needed.
+        if t.eval_every and ranks.is_main:
             val_set = SceneDataset(processed_dir, "val", cfg.data_loader, with_ground_truth=True, train=False)
             self.val_loader = make_loader(
                 val_set, 1, shuffle=False, seed=t.seed, num_workers=t.loader_workers
@@ -165,6 +179,19 @@ class TrainingRun:
         self.teacher = EmaTeacher(self.model) if t.mode == "beep3d" else None
         self.criterion = Criterion.from_config(t.loss)
         self.optimizer = make_optimizer(self.model, t.optim)
+        self.objective: torch.nn.Module = StudentObjective(
+            self.model, self.criterion, t.box_query_weight, t.beep3d
+        )
+        if ranks.distributed:
+            # Averages the gradients of every pass over the student in one backward. The BN
+            # buffers need no broadcast: synced batch norm keeps them identical on every rank.
+            self.objective = torch.nn.parallel.DistributedDataParallel(
+                self.objective,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                broadcast_buffers=False,
+                # `fps` queries leave the learned reference points without a gradient.
+                find_unused_parameters=cfg.model.query_init != "learned",
+            )
 
     def step(self, batch: dict[str, Any], step: int, lr: float) -> dict[str, float]:
         """One optimiser step in any mode; in beep3d mode the teacher makes the targets (after its
@@ -177,10 +204,12 @@ class TrainingRun:
             if t.beep3d.teacher_needed(step):
                 view = teacher_view(self.teacher.model, batch, t.beep3d.center_queries, self.criterion)
             targets = beep3d_targets(batch, view, t.beep3d)
-        losses = student_losses(
-            self.model, self.criterion, batch, targets, t.box_query_weight, view, t.beep3d
-        )
-        result = optimizer_step(self.model, self.optimizer, losses, step, lr, t.optim.grad_clip)
+        with across_ranks(self.ranks.distributed):  # batch statistics and means over all ranks' scenes
+            losses = self.objective(batch, targets, view)
+            result = optimizer_step(self.model, self.optimizer, losses, step, lr, t.optim.grad_clip)
+        # Each rank's terms are its share of the batch-wide means: their mean over the ranks is
+        # the loss of the whole batch, the figure one process would report.
+        result = distributed.mean_over_ranks(self.ranks, result)
         if self.teacher is not None:
             rate = ema_rate(step, t.ema, t.ema_warmup_steps)
             self.teacher.update(self.model, rate)
@@ -227,15 +256,24 @@ def train(
     log: Callable[[str], None] = print,
     progress: bool = True,
     metrics_sink: MetricsSink | None = None,
+    ranks: Ranks = SINGLE_PROCESS,
 ) -> TrainResult:
     """Train (resuming when possible). `metrics_sink(metrics, step)` receives every step's losses,
-    learning rate and EMA rate, and every evaluation's metrics (e.g. an MLflow tracker)."""
+    learning rate and EMA rate, and every evaluation's metrics (e.g. an MLflow tracker).
+
+    Under torchrun (`ranks` from pipeline.distributed.ranks_from_environment) every rank calls
+    this; it joins the process group, trains its share of every batch, and only rank 0 logs,
+    evaluates and writes `resume_dir`. The result is complete on rank 0 only.
+    """
     t = cfg.train
     if t.threads > 0:
         torch.set_num_threads(t.threads)
     torch.manual_seed(t.seed)
-    device = resolve_device(t.device)
-    run = TrainingRun(cfg, processed_dir, device)
+    device = distributed.training_device(ranks, t.device)
+    distributed.start(ranks, device)
+    if not ranks.is_main:  # rank 0 speaks for the run
+        log, progress, metrics_sink = (lambda message: None), False, None
+    run = TrainingRun(cfg, processed_dir, device, ranks)
     steps_per_epoch = len(run.loader)
     total_steps = t.epochs * steps_per_epoch
     sink = metrics_sink or (lambda metrics, step: None)
@@ -245,15 +283,19 @@ def train(
     start_epoch = 0
     fp = fingerprint(cfg, processed_dir)
     state_path, best_path = resume_dir / "state.pt", resume_dir / "best.pt"
-    if state_path.exists():
-        state = load_checkpoint(state_path, map_location=device)
+    # Rank 0 reads the resume state and sends it to the others (machines need not share a disk).
+    state_bytes = distributed.broadcast_bytes(
+        ranks, state_path.read_bytes() if ranks.is_main and state_path.exists() else None
+    )
+    if state_bytes is not None:
+        state = load_checkpoint(state_path, map_location=device, data=state_bytes)
         if state["fingerprint"] == fp:
             run.load_state(state)
             run.optimizer.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["torch_rng"])
             history = json.loads(state["history"])
             start_epoch = int(state["epoch"])
-            if best_path.exists():
+            if ranks.is_main and best_path.exists():
                 best = load_checkpoint(best_path, map_location=device)
                 best["metrics"] = json.loads(best["metrics"])
             log(f"resuming from {state_path} at epoch {start_epoch}/{t.epochs}")
@@ -275,7 +317,7 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{losses['total']:.3f}")
         epoch_seconds = time.perf_counter() - started
-        if t.eval_every and (epoch + 1) % t.eval_every == 0:
+        if t.eval_every and (epoch + 1) % t.eval_every == 0 and ranks.is_main:
             metrics = run.evaluate()
             history.append({"step": step, "epoch": epoch, "epoch_seconds": epoch_seconds, **metrics})
             sink(metrics, step)
@@ -286,7 +328,7 @@ def train(
                     best_path, model_config=cfg.model, fingerprint=fp,
                     state={**best, "metrics": json.dumps(metrics)},
                 )  # fmt: skip
-        if (epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs:
+        if ((epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs) and ranks.is_main:
             save_checkpoint(
                 state_path,
                 model_config=cfg.model,
@@ -299,13 +341,25 @@ def train(
                     "history": json.dumps(history),
                 },
             )
+        distributed.barrier(ranks)  # the other ranks wait for rank 0's evaluation and checkpoint
     bar.close()
     last = run.snapshot()
     summary = evaluation_summary(history, t.headline)
+    if ranks.distributed:
+        summary["distributed"] = check_ranks_agree(ranks, last, log)
     if t.headline == "best" and best is not None:
         run.load_state(best)
     teacher = run.teacher.model if run.teacher is not None else None
     return TrainResult(run.model, teacher, history, run.class_set.name, last, best, summary)
+
+
+def check_ranks_agree(ranks: Ranks, state: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    """Every rank must end with the same student and teacher, bit for bit; raise if not."""
+    digests = distributed.digests_of_all_ranks(ranks, distributed.state_digest(state))
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"ranks ended with different weights (sha256 per rank: {digests})")
+    log(f"student and teacher identical on all {ranks.world_size} ranks (sha256 {digests[0][:16]})")
+    return {"world_size": ranks.world_size, "state_sha256": digests[0]}
 
 
 def evaluation_summary(history: list[dict[str, Any]], headline: str) -> dict[str, Any]:

@@ -14,6 +14,9 @@ when there is one, with every param, provenance tags, per-step losses, every eva
 labelled last/best summary and the checkpoints as artifacts; its id goes to --run-info so a DVC
 experiment leads to its run. If the tracking store cannot be opened, the stage stops with an
 error naming the URI before any training; once training runs, tracking failures only warn.
+
+Distributed: the same command under torchrun (see README "Distributed training") trains with
+DistributedDataParallel; rank 0 does all of the above, the other ranks only train.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ import click
 
 from beep3d.errors import DataError
 from beep3d.io import write_json_atomic
+from pipeline import distributed
 from pipeline.checkpoint import CheckpointError
 from pipeline.config import ConfigError, build, flatten, load_params
+from pipeline.distributed import Ranks
 from pipeline.tracking import (
     Tracker,
     TrackingError,
@@ -97,6 +102,12 @@ def log_outcome(tracker: Tracker, result: TrainResult, cfg: RunConfig, files: di
         tracker.log_artifact(path, "checkpoints" if name != "model" else None)
 
 
+def train_other_rank(cfg: RunConfig, data_dir: Path, resume_dir: Path, ranks: Ranks) -> None:
+    """A rank other than 0: trains its share of every batch; writes and logs nothing."""
+    train(cfg, data_dir, resume_dir, progress=False, ranks=ranks)
+    distributed.stop()
+
+
 @click.command()
 @click.option("--params", "params_path", default="params.yaml")
 @click.option("--data", "data_dir", default="data/processed", type=click.Path(file_okay=False))
@@ -123,13 +134,18 @@ def main(
     progress: bool,
 ) -> None:
     try:
+        ranks = distributed.ranks_from_environment()
         params = load_params(params_path)
         cfg = run_config_from(params)
+        if not ranks.is_main:
+            train_other_rank(cfg, Path(data_dir), Path(resume_dir), ranks)
+            return
         tracker = start_tracking(params, cfg, Path(data_dir))
-    except (ConfigError, DataError, TrackingError, OSError) as err:
+    except (ConfigError, DataError, TrackingError, CheckpointError, OSError) as err:
         click.echo(f"train failed: {err}", err=True)
         sys.exit(1)
     assert tracker.run is not None
+    tracker.set_tags({"world_size": str(ranks.world_size)})
     # Written first: even a failed or killed training leads to its (FAILED/KILLED) run.
     write_json_atomic(Path(run_info_path), tracker.run.to_json())
     click.echo(f"MLflow run {tracker.run.run_id} ({tracker.run.run_name}) in {tracker.tracking_uri}")
@@ -137,7 +153,7 @@ def main(
         try:
             result = train(
                 cfg, Path(data_dir), Path(resume_dir), log=click.echo, progress=progress,
-                metrics_sink=tracker.log_metrics,
+                metrics_sink=tracker.log_metrics, ranks=ranks,
             )  # fmt: skip
         except (ConfigError, DataError, CheckpointError) as err:
             click.echo(f"train failed: {err}", err=True)
@@ -147,6 +163,7 @@ def main(
         write_json_atomic(Path(history_path), result.history)
         write_json_atomic(Path(summary_path), result.summary)
         log_outcome(tracker, result, cfg, files)
+    distributed.stop()
     if tracker.dropped:
         click.echo(
             f"warning: {tracker.dropped} MLflow calls failed; the run in {tracker.tracking_uri} is incomplete"

@@ -1,4 +1,4 @@
-"""Preprocessing: per-scene pipeline, Parquet round trip, boxes, the pool driver, bad input, the stage."""
+"""Preprocessing: per-scene pipeline, Parquet round trip, boxes, the pool driver, bad input, shards, the stage."""
 
 from __future__ import annotations
 
@@ -11,10 +11,19 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+import stages.preprocess as stage
 from beep3d.classes import SCANNET
 from beep3d.data.boxes import overlap_counts
 from beep3d.data.ply import write_ply
-from beep3d.data.preprocess import PreprocessConfig, process_scene, run_preprocess, write_points
+from beep3d.data.preprocess import (
+    PreprocessConfig,
+    SceneJob,
+    Shard,
+    merge_shards,
+    process_scene,
+    run_preprocess,
+    write_points,
+)
 from beep3d.data.scene import RawScene
 from beep3d.data.schema import (
     POINTS_SCHEMA,
@@ -361,6 +370,140 @@ def test_s3dis_layout_gets_computed_superpoints(tmp_path: Path) -> None:
     assert result["stats"]["splits"]["val"]["background_boxes"] == 0
 
 
+# --- shards ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("0/4", r"index must be in 1\.\.4 \(1-based\), got 0/4"),
+        ("5/4", r"index must be in 1\.\.4 \(1-based\), got 5/4"),
+        ("1/0", r"count must be >= 1, got 1/0"),
+        ("0/0", r"count must be >= 1"),
+        ("abc", r"shard must be i/n .* got 'abc'"),
+        ("-1/4", r"shard must be i/n"),
+        ("1.5/4", r"shard must be i/n"),
+        ("2/", r"shard must be i/n"),
+        ("", r"shard must be i/n"),
+    ],
+)
+def test_shard_spec_is_validated(text: str, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        Shard.parse(text)
+
+
+def test_shards_stride_the_sorted_list_and_cover_it_once() -> None:
+    assert Shard.parse(" 2 / 4 ") == Shard(2, 4) and str(Shard(2, 4)) == "2/4"
+    jobs = [SceneJob(f"scene{i:04d}_00", "scannet", Path("raw")) for i in range(10)]
+    picked = [[job.scene_id for job in Shard(i, 3).select(jobs)] for i in (1, 2, 3)]
+    assert picked[0] == ["scene0000_00", "scene0003_00", "scene0006_00", "scene0009_00"]
+    assert sorted(sid for ids in picked for sid in ids) == [
+        job.scene_id for job in jobs
+    ]  # disjoint, complete
+    assert Shard(1, 1).select(jobs) == jobs
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def run_shards(raw: Path, root: Path, count: int, cfg: PreprocessConfig) -> list[Path]:
+    folders = [root / f"shard{i}" for i in range(1, count + 1)]
+    for i, folder in enumerate(folders, start=1):
+        run_preprocess(raw, folder, cfg, progress=False, shard=Shard(i, count))
+    return folders
+
+
+SHARD_SCENES = {
+    "scene0000_00": "train",
+    "scene0001_00": "train",
+    "scene0002_00": "val",
+    "scene0003_00": "train",  # corrupted below: skipped
+    "scene0004_00": "val",
+    "scene0707_00": "test",  # no annotation: no boxes
+}
+
+
+def test_merged_shards_equal_an_unsharded_run_byte_for_byte(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    write_scannet(raw, SHARD_SCENES)
+    corrupt_one(raw, "scene0003_00")
+    cfg = make_cfg(on_error="skip", computed_superpoints=True)
+    whole = run_preprocess(raw, tmp_path / "whole", cfg, progress=False)
+    # Shard folders are cleaned like any output folder: a points file of another shard's scene is stale.
+    (tmp_path / "shard2" / "points").mkdir(parents=True)
+    (tmp_path / "shard2" / "points" / "scene0000_00.parquet").write_bytes(b"belongs to shard 1")
+    folders = run_shards(raw, tmp_path, 3, cfg)
+    # on_error and workers change no byte of a finished shard, so shards may differ in them.
+    run_preprocess(raw, folders[1], make_cfg(on_error="fail", computed_superpoints=True), False, Shard(2, 3))
+    ids = sorted(SHARD_SCENES)
+    for i, folder in enumerate(folders):
+        mine = [sid for sid in ids[i::3] if sid != "scene0003_00"]
+        assert read_table(folder / "scenes.parquet").column("scene_id").to_pylist() == mine
+        assert sorted(p.stem for p in (folder / "points").glob("*")) == mine
+        assert json.loads((folder / "stats.json").read_text())["scenes"] == len(mine)
+    assert [s["scene_id"] for s in json.loads((folders[0] / "skipped.json").read_text())] == ["scene0003_00"]
+    (tmp_path / "merged" / "points").mkdir(parents=True)
+    (tmp_path / "merged" / "points" / "scene0999_00.parquet").write_bytes(b"from an older dataset")
+    merged = merge_shards(folders[::-1], tmp_path / "merged")  # argument order does not matter
+    assert merged == whole
+    assert whole["stats"]["skipped"] == 1 and whole["stats"]["all"]["superpoints_computed"] > 0
+    want, got = files_of(tmp_path / "whole"), files_of(tmp_path / "merged")
+    assert sorted(got) == sorted(want) and len(want) == 5 + 4  # 5 points files, no shard.json
+    for name, data in want.items():
+        assert got[name] == data, name
+    assert (folders[0] / "shard.json").exists()  # copied, not moved: the shards stay usable
+
+
+def test_more_shards_than_scenes_and_move(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    write_scannet(raw, SCENES)
+    run_preprocess(raw, tmp_path / "whole", make_cfg(), progress=False)
+    folders = run_shards(raw, tmp_path, 4, make_cfg())
+    assert read_table(folders[3] / "scenes.parquet").num_rows == 0  # an empty but valid folder
+    assert json.loads((folders[3] / "skipped.json").read_text()) == []
+    merge_shards(folders, tmp_path / "merged", move=True)
+    assert files_of(tmp_path / "merged") == files_of(tmp_path / "whole")
+    assert not list(folders[0].glob("points/*"))  # moved
+
+
+def test_merge_refuses_missing_repeated_and_foreign_shards(tmp_path: Path) -> None:
+    raw, out = tmp_path / "raw", tmp_path / "merged"
+    write_scannet(raw, SCENES)
+    one, two, three = run_shards(raw, tmp_path, 3, make_cfg())
+    with pytest.raises(DataError, match=r"shard\(s\) 2/3 missing; merge needs all 3") as err:
+        merge_shards([one, three], out)
+    assert str(one) in str(err.value)
+    with pytest.raises(DataError, match=r"shard 2/3 given twice") as err:
+        merge_shards([one, two, two, three], out)
+    assert err.value.path == two
+    run_preprocess(raw, tmp_path / "half", make_cfg(), progress=False, shard=Shard(1, 2))
+    with pytest.raises(DataError, match="shard 1/2 does not belong with shard 1/3") as err:
+        merge_shards([one, two, three, tmp_path / "half"], out)
+    assert err.value.path == tmp_path / "half"
+    run_preprocess(raw, tmp_path / "coarse", make_cfg(voxel_size=0.1), progress=False, shard=Shard(2, 3))
+    with pytest.raises(DataError, match=r"other params than .*shard1: preprocess.voxel_size$") as err:
+        merge_shards([one, tmp_path / "coarse", three], out)
+    assert err.value.path == tmp_path / "coarse"
+    write_scannet(tmp_path / "raw_more", SCENES | {"scene0003_00": "train"})
+    run_preprocess(tmp_path / "raw_more", tmp_path / "more", make_cfg(), progress=False, shard=Shard(2, 3))
+    with pytest.raises(DataError, match="another raw scene list"):
+        merge_shards([one, tmp_path / "more", three], out)
+    run_preprocess(raw, tmp_path / "whole", make_cfg(), progress=False)
+    with pytest.raises(DataError, match=r"not a finished preprocess shard: no shard\.json"):
+        merge_shards([tmp_path / "whole"], out)
+    with pytest.raises(DataError, match="must not be one of the shard folders"):
+        merge_shards([one, two, three], one)
+    assert not out.exists()  # every check runs before the merged folder is touched
+    # A shard that failed (on_error=fail) leaves no shard.json, so it cannot be merged by mistake.
+    corrupt_one(raw, "scene0001_00")
+    with pytest.raises(DataError, match="scene0001_00"):
+        run_preprocess(raw, two, make_cfg(), progress=False, shard=Shard(2, 3))
+    with pytest.raises(DataError, match=r"no shard\.json") as err:
+        merge_shards([one, two, three], out)
+    assert err.value.path == two
+
+
 # --- the DVC stage -------------------------------------------------------------------------------
 
 PARAMS = """\
@@ -399,3 +542,41 @@ def test_stage_writes_outputs_and_fails_cleanly(tmp_path: Path) -> None:
     )
     unknown = CliRunner().invoke(stage_main, args)
     assert unknown.exit_code == 1 and "preprocess.extra" in unknown.output
+
+
+def test_stage_shards_override_workers_and_merge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = tmp_path / "raw"
+    write_scannet(raw, SCENES)
+    params = tmp_path / "params.yaml"
+    params.write_text(PARAMS.format(on_error="fail"))
+    base = ["--params", str(params), "--raw", str(raw), "--no-progress"]
+    workers_used = []
+
+    def spy(raw_dir: Path, out_dir: Path, cfg: PreprocessConfig, progress: bool, shard: Shard | None) -> dict:
+        workers_used.append(cfg.workers)
+        return run_preprocess(raw_dir, out_dir, cfg, progress=progress, shard=shard)
+
+    monkeypatch.setattr(stage, "run_preprocess", spy)
+    runner = CliRunner()
+    whole = runner.invoke(stage_main, [*base, "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    for i, workers in ((1, "2"), (2, "1")):
+        args = [*base, "--out", str(tmp_path / f"s{i}"), "--shard", f"{i}/2", "--workers", workers]
+        shard = runner.invoke(stage_main, ["run", *args] if i == 2 else args)  # `run` is the default
+        assert shard.exit_code == 0, shard.output
+        assert f"preprocess shard {i}/2:" in shard.output
+    assert workers_used == [1, 2, 1]  # params say 1; --workers overrides it for one run
+    merged = runner.invoke(
+        stage_main, ["merge", "--out", str(tmp_path / "merged"), str(tmp_path / "s2"), str(tmp_path / "s1")]
+    )
+    assert merged.exit_code == 0, merged.output
+    assert "merge of 2 shards: 3 scenes" in merged.output
+    assert files_of(tmp_path / "merged") == files_of(tmp_path / "whole")
+    for spec, error in (("5/4", "1..4"), ("abc", "i/n"), ("0/0", ">= 1")):
+        bad = runner.invoke(stage_main, [*base, "--out", str(tmp_path / "x"), "--shard", spec])
+        assert bad.exit_code == 2 and "--shard" in bad.output and error in bad.output, bad.output
+    negative = runner.invoke(stage_main, [*base, "--out", str(tmp_path / "x"), "--workers", "-1"])
+    assert negative.exit_code == 2 and "--workers" in negative.output
+    missing = runner.invoke(stage_main, ["merge", "--out", str(tmp_path / "m"), str(tmp_path / "s1")])
+    assert missing.exit_code == 1 and "preprocess merge failed" in missing.output
+    assert "2/2 missing" in missing.output and "Traceback" not in missing.output

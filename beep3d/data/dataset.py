@@ -358,44 +358,74 @@ def _to_torch(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
 
 
-class EpochSampler(Sampler[int]):
-    """Scene order that depends only on (seed, dataset.epoch): a resumed run sees the same batches."""
+class EpochBatchSampler(Sampler[list[int]]):
+    """Batches whose scenes depend only on (seed, dataset.epoch): a resumed run sees the same ones.
 
-    def __init__(self, dataset: SceneDataset, shuffle: bool, seed: int):
+    `batch_size` scenes make one optimiser step over all ranks together. With `world_size` ranks
+    (distributed training) rank r takes scenes r, r + W, r + 2W, ... of every batch, so the ranks'
+    shares add up to exactly the batch one process would see; `batch_size` must be >= W so that no
+    rank is left without a scene. The last, shorter batch is shared the same way; if it has fewer
+    scenes than ranks, a rank without one repeats a scene of it (every rank must step together).
+    """
+
+    def __init__(
+        self, dataset: SceneDataset, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+        if batch_size < world_size:
+            raise ValueError(
+                f"batch_size {batch_size} is smaller than the {world_size} ranks: every rank needs a scene "
+                "per step (batch_size counts the scenes of one step over all ranks)"
+            )
         self.dataset = dataset
+        self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return -(-len(self.dataset) // self.batch_size)
 
-    def __iter__(self) -> Iterator[int]:
+    def order(self) -> list[int]:
+        """Every scene index once, in this epoch's order."""
         n = len(self.dataset)
         if not self.shuffle:
-            return iter(range(n))
+            return list(range(n))
         seq = np.random.SeedSequence([self.seed, self.dataset.epoch, _SAMPLER_STREAM])
-        return iter(np.random.default_rng(seq).permutation(n).tolist())
+        return np.random.default_rng(seq).permutation(n).tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = self.order()
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            yield batch[self.rank :: self.world_size] or [batch[self.rank % len(batch)]]
 
 
 def make_loader(
-    dataset: SceneDataset, batch_size: int, shuffle: bool, seed: int, num_workers: int
+    dataset: SceneDataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    num_workers: int,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
-    """A DataLoader over `dataset` with `collate` and an `EpochSampler`.
+    """A DataLoader over `dataset` with `collate` and an `EpochBatchSampler` (this rank's share).
 
     Call `dataset.set_epoch(epoch)` before iterating each epoch. Workers are not persistent, so
     each epoch's workers get a fresh copy of the dataset with the current epoch.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        sampler=EpochSampler(dataset, shuffle, seed),
+        batch_sampler=EpochBatchSampler(dataset, batch_size, shuffle, seed, rank, world_size),
         collate_fn=collate,
         num_workers=num_workers,
-        drop_last=False,
         persistent_workers=False,
         generator=torch.Generator().manual_seed(seed),
     )

@@ -9,13 +9,25 @@ The driver (`run_preprocess`) finds the raw layout, runs one job per scene in a 
 only receives small results: box rows, the scene row, counts) and finally writes, atomically,
 `boxes.parquet`, `scenes.parquet`, `stats.json` and `skipped.json`. Output does not depend on
 the worker count: every table is ordered by scene id.
+
+Sharding splits the scene list across machines: `run_preprocess(..., shard=Shard(i, n))` processes
+every n-th scene of the sorted list starting at the i-th (1-based) into its own folder, which is a
+complete output for that subset plus `shard.json` (the params, the full scene list's digest and the
+per-scene figures that stats.json needs but no table holds). `merge_shards` checks that the n
+folders are one run's shards and writes what an unsharded run would have written, byte for byte.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
+import errno
+import hashlib
+import json
 import multiprocessing
 import os
+import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -28,13 +40,21 @@ from beep3d.classes import CLASS_SETS
 from beep3d.data import s3dis, scannet
 from beep3d.data.boxes import Boxes, OverlapCounts, extract_boxes, overlap_counts
 from beep3d.data.scene import RawScene
-from beep3d.data.schema import BOXES_SCHEMA, POINTS_SCHEMA, SCENES_SCHEMA, points_path, write_table
+from beep3d.data.schema import (
+    BOXES_SCHEMA,
+    POINTS_SCHEMA,
+    SCENES_SCHEMA,
+    points_path,
+    read_table,
+    write_table,
+)
 from beep3d.data.superpoints import SuperpointConfig, compute_superpoints
 from beep3d.data.voxelize import voxelize
 from beep3d.errors import DataError
-from beep3d.io import write_json_atomic
+from beep3d.io import atomic_path, write_json_atomic
 
 SUMMARY_FILES = ("boxes.parquet", "scenes.parquet", "stats.json", "skipped.json")
+SHARD_FILE = "shard.json"  # written last by a sharded run: its presence marks a finished shard
 S3DIS_VAL_AREA = 5  # the standard S3DIS protocol: Area 5 is held out
 
 
@@ -218,6 +238,37 @@ def find_jobs(raw_dir: Path) -> list[SceneJob]:
     )
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count`, 1-based ("shard 2 of 4"): every count-th scene of the sorted scene
+    list, starting at the index-th. Striding instead of cutting the list into blocks gives every
+    shard scenes of every split and scan era, so the shards take about the same time.
+    """
+
+    index: int  # 1..count
+    count: int  # number of shards, >= 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ValueError(f"shard count must be >= 1, got {self}")
+        if not 1 <= self.index <= self.count:
+            raise ValueError(f"shard index must be in 1..{self.count} (1-based), got {self}")
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """'2/4' -> Shard(2, 4); anything else is a ValueError that shows the expected form."""
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if match is None:
+            raise ValueError(f"shard must be i/n with 1 <= i <= n, e.g. 1/4; got {text!r}")
+        return cls(int(match[1]), int(match[2]))
+
+    def select(self, jobs: list[SceneJob]) -> list[SceneJob]:
+        return jobs[self.index - 1 :: self.count]
+
+
 def read_job(job: SceneJob) -> RawScene:
     if job.layout == "scannet":
         return scannet.read_scannet_scene(job.root, job.scene_id, job.split, job.label_map)
@@ -250,21 +301,20 @@ def _relative(path: str | None, root: Path) -> str | None:
         return path
 
 
-def run_preprocess(raw_dir: Path, out_dir: Path, cfg: PreprocessConfig, progress: bool = True) -> dict:
-    """Preprocess every scene under raw_dir into out_dir (which this function owns).
+def run_preprocess(
+    raw_dir: Path, out_dir: Path, cfg: PreprocessConfig, progress: bool = True, shard: Shard | None = None
+) -> dict:
+    """Preprocess every scene under raw_dir (or only `shard`'s) into out_dir (which this function owns).
 
     Returns {"stats": the stats.json content, "skipped": the skipped.json list}. With
     on_error="fail" the first bad scene raises its DataError and no summary table is written.
+    A shard also gets `shard.json`, written last, for `merge_shards`; each shard needs its own
+    out_dir, since points files of scenes outside the shard are removed as stale.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    jobs = find_jobs(raw_dir)
-    points_dir = out_dir / "points"
-    points_dir.mkdir(parents=True, exist_ok=True)
-    # Summaries of an earlier run must not outlive a failed one next to newer points files.
-    for name in SUMMARY_FILES:
-        (out_dir / name).unlink(missing_ok=True)
-    for leftover in points_dir.glob(".*.tmp"):  # from a killed worker; atomic writes leave none otherwise
-        leftover.unlink()
+    all_jobs = find_jobs(raw_dir)
+    jobs = all_jobs if shard is None else shard.select(all_jobs)
+    _clear_summaries(out_dir)
     outcomes = _run_jobs(jobs, out_dir, cfg, progress)
     failed = [o for o in outcomes if o.error is not None]
     for outcome in failed:  # a failed scene leaves no points file, not even an old one
@@ -273,13 +323,36 @@ def run_preprocess(raw_dir: Path, out_dir: Path, cfg: PreprocessConfig, progress
         first = failed[0]
         raise DataError(first.error or "", path=first.error_path, scene_id=first.scene_id)
     done = [o for o in outcomes if o.error is None]
-    keep = {o.scene_id for o in done}
-    for stale in points_dir.glob("*.parquet"):
-        if stale.stem not in keep:
-            stale.unlink()
+    _remove_stale_points(out_dir, keep={o.scene_id for o in done})
     skipped = [
         {"scene_id": o.scene_id, "file": _relative(o.error_path, raw_dir), "error": o.error} for o in failed
     ]
+    result = write_summaries(out_dir, done, skipped, cfg)
+    if shard is not None:
+        write_json_atomic(out_dir / SHARD_FILE, _shard_record(shard, all_jobs, jobs, done, cfg))
+    return result
+
+
+def _clear_summaries(out_dir: Path) -> None:
+    """Summaries of an earlier run must not outlive a failed one next to newer points files."""
+    points_dir = out_dir / "points"
+    points_dir.mkdir(parents=True, exist_ok=True)
+    for name in (*SUMMARY_FILES, SHARD_FILE):
+        (out_dir / name).unlink(missing_ok=True)
+    for leftover in points_dir.glob(".*.tmp"):  # from a killed worker; atomic writes leave none otherwise
+        leftover.unlink()
+
+
+def _remove_stale_points(out_dir: Path, keep: set[str]) -> None:
+    for stale in (out_dir / "points").glob("*.parquet"):
+        if stale.stem not in keep:
+            stale.unlink()
+
+
+def write_summaries(
+    out_dir: Path, done: list[SceneOutcome], skipped: list[dict], cfg: PreprocessConfig
+) -> dict:
+    """boxes.parquet, scenes.parquet, stats.json and skipped.json of `done` (in scene-id order)."""
     tables = [o.boxes for o in done if o.boxes is not None]
     write_table(
         pa.concat_tables(tables) if tables else BOXES_SCHEMA.empty_table(),
@@ -299,6 +372,8 @@ def _run_jobs(
 ) -> list[SceneOutcome]:
     """Outcomes in job order. With on_error="fail", stops at the first failure (those done are kept)."""
     workers = cfg.workers or os.cpu_count() or 1
+    if not jobs:  # a shard of a list shorter than the shard count
+        return []
     bar = tqdm(total=len(jobs), desc="preprocess", unit="scene", disable=not progress)
     outcomes: dict[str, SceneOutcome] = {}
     try:
@@ -384,3 +459,188 @@ def _split_stats(outcomes: list[SceneOutcome]) -> dict:
         # JSON has no NaN: a split without object instances reports null IoUs.
         "overlap": {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in overlap.items()},
     }
+
+
+# --- shards -------------------------------------------------------------------------------------
+
+# Params that change no byte of a finished shard: shards may differ in them (machines differ in
+# cores; a shard re-run with on_error=skip after a failure is as good as one that never failed).
+_OUTPUT_NEUTRAL_PARAMS = ("workers", "on_error")
+
+
+def _shard_record(
+    shard: Shard,
+    all_jobs: list[SceneJob],
+    jobs: list[SceneJob],
+    done: list[SceneOutcome],
+    cfg: PreprocessConfig,
+) -> dict:
+    """shard.json: what `merge_shards` checks, and the per-scene figures stats.json needs but no table holds."""
+    return {
+        "shard": str(shard),
+        "params": dataclasses.asdict(cfg),
+        "scene_list": {"scenes": len(all_jobs), "sha256": _digest([job.scene_id for job in all_jobs])},
+        "scene_ids": [job.scene_id for job in jobs],
+        "scenes": {
+            o.scene_id: {
+                "overlap": dataclasses.asdict(o.overlap),
+                "n_superpoints_computed": o.n_superpoints_computed,
+            }
+            for o in done
+        },
+    }
+
+
+def _digest(scene_ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(scene_ids).encode()).hexdigest()
+
+
+@dataclass
+class _ShardFolder:
+    path: Path
+    shard: Shard
+    cfg: PreprocessConfig
+    record: dict  # the shard.json content
+
+
+def _read_shard(path: Path) -> _ShardFolder:
+    file = path / SHARD_FILE
+    if not file.is_file():
+        raise DataError(
+            f"not a finished preprocess shard: no {SHARD_FILE} (a run with --shard i/n writes it last, "
+            "a failed one leaves none)",
+            path=path,
+        )
+    try:
+        record = json.loads(file.read_text())
+        params = dict(record["params"])
+        superpoints = SuperpointConfig(**params.pop("superpoints"))
+        cfg = PreprocessConfig(**params, superpoints=superpoints)
+        return _ShardFolder(path, Shard.parse(record["shard"]), cfg, record)
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataError(f"unreadable {SHARD_FILE}: {err!r}", path=file) from err
+
+
+def _check_shards(folders: list[_ShardFolder]) -> None:
+    """One run's shards: same count, params and raw scene list; every index exactly once."""
+    first = folders[0]
+    seen: dict[int, Path] = {}
+    for folder in folders:
+        if folder.shard.count != first.shard.count:
+            raise DataError(
+                f"shard {folder.shard} does not belong with shard {first.shard} of {first.path}",
+                path=folder.path,
+            )
+        neutral = {name: getattr(first.cfg, name) for name in _OUTPUT_NEUTRAL_PARAMS}
+        if dataclasses.replace(folder.cfg, **neutral) != first.cfg:
+            differ = [
+                f"preprocess.{f.name}"
+                for f in dataclasses.fields(PreprocessConfig)
+                if f.name not in neutral and getattr(folder.cfg, f.name) != getattr(first.cfg, f.name)
+            ]
+            raise DataError(
+                f"made with other params than {first.path}: {', '.join(differ)}", path=folder.path
+            )
+        if folder.record["scene_list"] != first.record["scene_list"]:
+            raise DataError(f"made from another raw scene list than {first.path}", path=folder.path)
+        if folder.shard.index in seen:
+            raise DataError(
+                f"shard {folder.shard} given twice, also as {seen[folder.shard.index]}", path=folder.path
+            )
+        seen[folder.shard.index] = folder.path
+    count = first.shard.count
+    missing = [str(Shard(i, count)) for i in range(1, count + 1) if i not in seen]
+    if missing:
+        given = ", ".join(f"{f.path} ({f.shard})" for f in folders)
+        raise DataError(
+            f"shard(s) {', '.join(missing)} missing; merge needs all {count} of one run, got {given}"
+        )
+    scene_ids = sorted(sid for folder in folders for sid in folder.record["scene_ids"])
+    if _digest(scene_ids) != first.record["scene_list"]["sha256"]:
+        raise DataError(f"the shards' scene lists do not add up to the raw scene list of {first.path}")
+
+
+def _shard_outcomes(folder: _ShardFolder) -> tuple[list[SceneOutcome], list[dict]]:
+    """The outcomes of a shard's finished scenes (tables read back, figures from shard.json) and its skipped list."""
+    path, figures = folder.path, folder.record["scenes"]
+    rows = read_table(path / "scenes.parquet").to_pylist()
+    boxes = read_table(path / "boxes.parquet")
+    try:
+        skipped = json.loads((path / "skipped.json").read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"unreadable skipped.json: {err}", path=path / "skipped.json") from err
+    done_ids = [str(row["scene_id"]) for row in rows]
+    if sorted(done_ids + [s["scene_id"] for s in skipped]) != sorted(folder.record["scene_ids"]) or set(
+        done_ids
+    ) != set(figures):
+        raise DataError(
+            f"scenes.parquet and skipped.json do not hold the scenes {SHARD_FILE} lists for shard {folder.shard}",
+            path=path,
+        )
+    outcomes, offset = [], 0
+    for row in rows:
+        scene_id = str(row["scene_id"])
+        scene_boxes = boxes.slice(offset, int(row["n_boxes"]))  # boxes.parquet is ordered like scenes.parquet
+        offset += scene_boxes.num_rows
+        if set(scene_boxes.column("scene_id").to_pylist()) - {scene_id}:
+            raise DataError(f"boxes.parquet rows out of step with scenes.parquet at {scene_id}", path=path)
+        if not points_path(path, scene_id).is_file():
+            raise DataError("points file missing", path=points_path(path, scene_id), scene_id=scene_id)
+        figure = figures[scene_id]
+        overlap = figure["overlap"]
+        counts = OverlapCounts(**(overlap | {"instance_ious": tuple(overlap["instance_ious"])}))
+        outcomes.append(
+            SceneOutcome(
+                scene_id, str(row["split"]), scene_boxes, row, counts, figure["n_superpoints_computed"]
+            )
+        )
+    if offset != boxes.num_rows:
+        raise DataError(f"boxes.parquet has {boxes.num_rows} rows, scenes.parquet counts {offset}", path=path)
+    return outcomes, skipped
+
+
+def merge_shards(shard_dirs: list[Path], out_dir: Path, move: bool = False) -> dict:
+    """Merge the n folders of one sharded run into out_dir (which this function owns).
+
+    Writes exactly what an unsharded run with the same params writes: points files (copied, or
+    moved with `move`), the tables in scene-id order, stats.json recomputed from the per-scene
+    figures, skipped.json. Every shard is checked before out_dir is touched; a missing, repeated
+    or foreign shard is a DataError naming the folder. Returns what `run_preprocess` returns.
+    """
+    out_dir = Path(out_dir)
+    if not shard_dirs:
+        raise ValueError("merge_shards needs at least one shard folder")
+    for path in shard_dirs:
+        if Path(path).resolve() == out_dir.resolve():
+            raise DataError("the merged folder must not be one of the shard folders", path=path)
+    folders = [_read_shard(Path(path)) for path in shard_dirs]
+    _check_shards(folders)
+    done: list[SceneOutcome] = []
+    skipped: list[dict] = []
+    for folder in folders:
+        shard_done, shard_skipped = _shard_outcomes(folder)
+        done += shard_done
+        skipped += shard_skipped
+    done.sort(key=lambda o: o.scene_id)  # the job order of an unsharded run
+    skipped.sort(key=lambda s: s["scene_id"])
+    _clear_summaries(out_dir)
+    _remove_stale_points(out_dir, keep={o.scene_id for o in done})
+    for folder in folders:
+        for scene_id in folder.record["scenes"]:
+            _transfer(points_path(folder.path, scene_id), points_path(out_dir, scene_id), move)
+    return write_summaries(out_dir, done, skipped, folders[0].cfg)
+
+
+def _transfer(src: Path, dst: Path, move: bool) -> None:
+    """Copy src to dst atomically, or move it (a rename on the same file system)."""
+    if move:
+        try:
+            os.replace(src, dst)
+            return
+        except OSError as err:
+            if err.errno != errno.EXDEV:
+                raise
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+    if move:
+        src.unlink()

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from beep3d.distributed import batch_mean_denominator, is_across_ranks
+
 
 def cosine_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """(M, d), (M, d) -> (M,) 1 - cos, the teacher detached."""
@@ -68,8 +70,17 @@ def masked_feature_consistency_loss(
 
 
 def _mean_or_zero(terms: list[torch.Tensor], graph_from: list[torch.Tensor]) -> torch.Tensor:
-    flat = torch.cat(terms) if terms else None
-    if flat is None or flat.numel() == 0:
-        # Zero with a graph to the student so backward works on a batch without pairs.
-        return sum(t.sum() for t in graph_from) * 0.0  # type: ignore[return-value]
-    return flat.mean()
+    """Mean of the batch's terms (over every rank's share in a distributed step); zero without any."""
+    flat = torch.cat(terms) if terms else graph_from[0].new_zeros(0)
+    if is_across_ranks():  # every rank joins the count, also one without pairs
+        denominator = batch_mean_denominator(float(flat.numel()))
+        if float(denominator) > 0:
+            return (flat.sum() if flat.numel() else _zero_with_graph(graph_from)) / denominator
+    elif flat.numel():
+        return flat.mean()
+    return _zero_with_graph(graph_from)
+
+
+def _zero_with_graph(graph_from: list[torch.Tensor]) -> torch.Tensor:
+    """Zero with a graph to the student, so backward works on a batch without pairs."""
+    return sum(t.sum() for t in graph_from) * 0.0  # type: ignore[return-value]

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from beep3d.distributed import batch_mean_denominator, is_across_ranks
 from beep3d.loss.matcher import HungarianMatcher, MatcherConfig
 
 COMPONENTS = ("cls", "bce", "dice", "center", "score")
@@ -100,9 +101,11 @@ class Criterion:
         num_classes = cls_logits[0].shape[1] - 1
         class_weight = cls_logits[0].new_ones(num_classes + 1)
         class_weight[-1] = self.no_object_weight
-        n_pairs = max(sum(len(q) for q, _ in indices), 1)
+        # Batch-wide means: over this process's batch, or over every rank's share of it in a
+        # distributed step (beep3d/distributed.py).
+        n_pairs = batch_mean_denominator(sum(len(q) for q, _ in indices), minimum=1)
         return {
-            "cls": F.cross_entropy(torch.cat(cls_logits), torch.cat(cls_targets), weight=class_weight),
+            "cls": weighted_cross_entropy(torch.cat(cls_logits), torch.cat(cls_targets), class_weight),
             "bce": torch.cat(bce).sum() / n_pairs,
             "dice": torch.cat(dice).sum() / n_pairs,
             "center": torch.cat(center).sum() / n_pairs,
@@ -148,6 +151,14 @@ class Criterion:
             total = layer_total if total is None else total + layer_total
         result["total"] = total
         return result
+
+
+def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Class-weighted cross-entropy, the weighted mean over the batch's queries: (Q, C+1), (Q,) -> ()."""
+    if not is_across_ranks():
+        return F.cross_entropy(logits, labels, weight=weight)
+    total = F.cross_entropy(logits, labels, weight=weight, reduction="sum")
+    return total / batch_mean_denominator(weight[labels].sum())
 
 
 def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from beep3d.backend import import_spconv
+from beep3d.distributed import SyncedBatchNorm1d
 
 if TYPE_CHECKING:
     from spconv.pytorch import ConvAlgo, SparseConvTensor
@@ -30,10 +31,10 @@ class ResidualBlock(spconv.SparseModule):
         # A 1x1x1 conv on a sparse tensor is a per-voxel linear map: nn.Linear needs no indice pairs.
         self.shortcut = nn.Identity() if c_in == c_out else nn.Linear(c_in, c_out, bias=False)
         self.body = spconv.SparseSequential(
-            nn.BatchNorm1d(c_in),
+            SyncedBatchNorm1d(c_in),
             nn.ReLU(inplace=True),
             spconv.SubMConv3d(c_in, c_out, 3, padding=1, bias=False, indice_key=indice_key, algo=algo),
-            nn.BatchNorm1d(c_out),
+            SyncedBatchNorm1d(c_out),
             nn.ReLU(inplace=True),
             spconv.SubMConv3d(c_out, c_out, 3, padding=1, bias=False, indice_key=indice_key, algo=algo),
         )
@@ -93,7 +94,7 @@ class SparseUNet(nn.Module):
         self.downs = nn.ModuleList(
             [
                 spconv.SparseSequential(
-                    nn.BatchNorm1d(w[i]),
+                    SyncedBatchNorm1d(w[i]),
                     nn.ReLU(inplace=True),
                     spconv.SparseConv3d(
                         w[i], w[i + 1], 2, stride=2, bias=False, indice_key=f"down{i}", algo=algo
@@ -107,7 +108,7 @@ class SparseUNet(nn.Module):
         self.ups = nn.ModuleList(
             [
                 spconv.SparseSequential(
-                    nn.BatchNorm1d(w[i + 1]),
+                    SyncedBatchNorm1d(w[i + 1]),
                     nn.ReLU(inplace=True),
                     spconv.SparseInverseConv3d(
                         w[i + 1], w[i], 2, indice_key=f"down{i}", bias=False, algo=algo
@@ -119,7 +120,7 @@ class SparseUNet(nn.Module):
         self.decoders = nn.ModuleList(
             [_blocks(2 * w[i], w[i], blocks_per_level, algo, f"subm{i}") for i in range(len(w) - 1)]
         )
-        self.out = spconv.SparseSequential(nn.BatchNorm1d(w[0]), nn.ReLU(inplace=True))
+        self.out = spconv.SparseSequential(SyncedBatchNorm1d(w[0]), nn.ReLU(inplace=True))
 
     def forward(self, x: SparseConvTensor) -> torch.Tensor:
         expected = padded_spatial_shape(list(x.spatial_shape), len(self.widths))
