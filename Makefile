@@ -41,6 +41,8 @@ bench: setup
 	python benchmarks/eval_bench.py
 	python benchmarks/train_bench.py
 	python benchmarks/beep3d_step_bench.py
+	python benchmarks/memory_bench.py
+	python benchmarks/ddp_bench.py
 
 ## CI-size pipeline in a temporary copy + benchmark regression check against .ci/baseline.json.
 ci-pipeline: setup

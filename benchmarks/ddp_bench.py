@@ -67,6 +67,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
+    if not (args.data / "scenes.parquet").exists():
+        sys.exit(f"{args.data}: no processed dataset (scenes.parquet); run `make repro` or pass --data")
     base = yaml.safe_load(args.params.read_text())
     n_train = sum(
         1 for split in pq.read_table(args.data / "scenes.parquet")["split"].to_pylist() if split == "train"
