@@ -79,9 +79,13 @@ def training_device(ranks: Ranks, name: str) -> torch.device:
 
 
 def start(ranks: Ranks, device: torch.device) -> None:
-    """Join the process group (gloo on CPU, NCCL on CUDA). No-op for a single process."""
+    """Join the process group (gloo on CPU, NCCL on CUDA). No-op for a single process.
+
+    On CUDA the group also gets gloo for CPU tensors: the loss-term means and the batch-mean
+    counts are small CPU tensors, and NCCL reduces CUDA tensors only.
+    """
     if ranks.distributed and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
+        backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
 
 
