@@ -24,6 +24,7 @@ def layer(q: int, sizes: list[int], gen: torch.Generator) -> dict:
         "class_logits": [torch.randn(q, N_CLASSES + 1, generator=gen).requires_grad_() for _ in sizes],
         "mask_logits": [(2 * torch.randn(q, s, generator=gen)).requires_grad_() for s in sizes],
         "centers": [torch.rand(q, 3, generator=gen).requires_grad_() for _ in sizes],
+        "sizes": [torch.rand(q, 3, generator=gen).requires_grad_() for _ in sizes],
         "score_logits": [torch.randn(q, generator=gen).requires_grad_() for _ in sizes],
     }
 
@@ -41,6 +42,7 @@ def targets(sizes: list[int], counts: list[int], seed: int = 1) -> list[dict]:
             "masks": (torch.rand(t, s, generator=gen) > 0.5).float(),
             "mask_valid": torch.rand(s, generator=gen) > 0.2,
             "centers": torch.rand(t, 3, generator=gen),
+            "sizes": torch.rand(t, 3, generator=gen),
         }
         for s, t in zip(sizes, counts, strict=True)
     ]
@@ -79,6 +81,7 @@ def test_losses_fall_when_the_prediction_equals_the_target():
         with torch.no_grad():
             good["mask_logits"][b][:n] = 20 * t["masks"] - 10
             good["centers"][b][:n] = t["centers"]
+            good["sizes"][b][:n] = t["sizes"]
             good["class_logits"][b][:] = -10.0
             good["class_logits"][b][torch.arange(n), t["labels"]] = 10.0
             good["class_logits"][b][n:, N_CLASSES] = 10.0
@@ -86,7 +89,13 @@ def test_losses_fall_when_the_prediction_equals_the_target():
     after = criterion()(good, tgt)
     for k in COMPONENTS:
         assert after[k] < before[k], k
-    assert after["bce"] < 1e-3 and after["dice"] < 0.05 and after["center"] < 1e-6 and after["cls"] < 1e-3
+    assert (
+        after["bce"] < 1e-3
+        and after["dice"] < 0.05
+        and after["center"] < 1e-6
+        and after["size"] < 1e-6
+        and after["cls"] < 1e-3
+    )
     assert after["total"] < 0.1 * before["total"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import numpy as np
@@ -18,6 +19,7 @@ from beep3d.model import (
     pool_superpoints,
     predict_instances,
 )
+from beep3d.model.decoder import attention_blocks, fourier_embed
 from pipeline.config import build
 
 TINY = ModelConfig(
@@ -118,6 +120,7 @@ def random_targets(batch: dict, n_targets: tuple[int, ...], num_classes: int, se
                 "masks": (torch.rand(t, s, generator=gen) > 0.7).float(),
                 "mask_valid": torch.rand(s, generator=gen) > 0.1,
                 "centers": batch["scene_min"][b] + torch.rand(t, 3, generator=gen),
+                "sizes": torch.rand(t, 3, generator=gen),
             }
         )
     return targets
@@ -133,6 +136,7 @@ def test_forward_shapes_and_gradients_reach_the_first_conv_and_the_queries():
         assert [tuple(x.shape) for x in layer["class_logits"]] == [(q, c + 1)] * 2
         assert [tuple(x.shape) for x in layer["mask_logits"]] == [(q, s) for s in n_sp]
         assert [tuple(x.shape) for x in layer["centers"]] == [(q, 3)] * 2
+        assert [tuple(x.shape) for x in layer["sizes"]] == [(q, 3)] * 2
         assert [tuple(x.shape) for x in layer["score_logits"]] == [(q,)] * 2
         assert [tuple(x.shape) for x in layer["query_content"]] == [(q, d)] * 2
     assert len(out["aux"]) == TINY.n_layers - 1
@@ -155,22 +159,23 @@ def test_forward_shapes_and_gradients_reach_the_first_conv_and_the_queries():
 def test_same_seed_gives_identical_outputs():
     batch = make_batch(seed=3)
     a, b = new_model(seed=7)(batch), new_model(seed=7)(batch)
-    for key in ("class_logits", "mask_logits", "centers", "score_logits"):
+    for key in ("class_logits", "mask_logits", "centers", "sizes", "score_logits"):
         for x, y in zip(a[key], b[key], strict=True):
             assert torch.equal(x, y)
     c = new_model(seed=8)(batch)
     assert not torch.equal(a["mask_logits"][0], c["mask_logits"][0])
 
 
-def test_scenes_do_not_see_each_other_through_padding():
+@pytest.mark.parametrize("options", [{}, {"masked_attention": True}], ids=["plain", "masked"])
+def test_scenes_do_not_see_each_other_through_padding(options):
     """In eval mode (BN running stats) a scene's predictions are the same alone or in a batch."""
     batch = make_batch(seed=1)
-    model = new_model().eval()
+    model = new_model(dataclasses.replace(TINY, **options)).eval()
     with torch.no_grad():
         together = model(batch)
         for b in range(2):
             alone = model(scene_of(batch, b))
-            for key in ("class_logits", "mask_logits", "centers", "score_logits"):
+            for key in ("class_logits", "mask_logits", "centers", "sizes", "score_logits"):
                 torch.testing.assert_close(together[key][b], alone[key][0], rtol=1e-4, atol=1e-4)
 
 
@@ -213,6 +218,47 @@ def test_external_queries_replace_or_follow_the_learned_ones():
         model(batch, [SceneQueries(pos, torch.zeros(3, 7)), SceneQueries(pos)])
     with pytest.raises(ValueError, match="the batch has 2"):
         model(batch, [SceneQueries(pos)])
+
+
+def test_attention_blocks_keep_queries_with_empty_masks_looking_everywhere():
+    logits = torch.tensor([[[1.0, -1.0, 2.0, 5.0], [-1.0, -2.0, -3.0, 4.0]]])  # (B=1, Q=2, S=4)
+    pad = torch.tensor([[False, False, False, True]])  # the 4th superpoint is padding
+    blocked = attention_blocks(logits, pad)
+    assert blocked[0, 0].tolist() == [False, True, False, True]
+    # empty over the real superpoints: unblocked everywhere (the key padding mask hides padding)
+    assert blocked[0, 1].tolist() == [False, False, False, False]
+    assert attention_blocks(logits, None)[0, 1].tolist() == [True, True, True, False]
+
+
+def test_masked_attention_hides_superpoints_outside_the_previous_mask():
+    """Same weights: masking changes the output, and a superpoint no query's mask contains could
+    change arbitrarily without that query noticing: queries mix only in self-attention, which
+    comes before cross-attention, so the query's layer output is unchanged. (Train-mode batch norm:
+    an untrained model in eval mode gives every superpoint nearly the same features, hence masks
+    that are all in or all out and nothing to hide.)"""
+    batch = make_batch(seed=6, n_scenes=1)
+    plain = new_model(seed=2).train()
+    masked = new_model(dataclasses.replace(TINY, masked_attention=True), seed=2).train()
+    with torch.no_grad():
+        a, m = plain(batch), masked(batch)
+        assert not torch.allclose(a["class_logits"][0], m["class_logits"][0])
+        enc = masked.encode(batch)
+        content, ref = masked.decoder.learned_queries()
+        memory, mask_feats = enc.memory[None], enc.mask_feats[None]
+        sp_pos = ((enc.sp_xyz - enc.lo[0]) / enc.extent[0])[None]
+        first = masked.decoder._mask_logits(content[None], mask_feats)  # (1, Q, S)
+        blocked = attention_blocks(first, None)  # (1, Q, S)
+        q = int(blocked[0].sum(dim=1).argmax())  # the query that sees the fewest superpoints
+        unseen = blocked[0, q]  # (S,)
+        assert unseen.any() and not unseen.all()
+        layer = masked.decoder.layers[0]
+        x_pos = masked.decoder.pos_embed(fourier_embed(ref[None], masked.decoder.pos_freqs))
+        out = layer(content[None], x_pos, ref[None], None, memory, sp_pos, None, blocked)
+        noisy = memory.clone()
+        noisy[0, unseen] += 100.0
+        out_noisy = layer(content[None], x_pos, ref[None], None, noisy, sp_pos, None, blocked)
+        torch.testing.assert_close(out[0, q], out_noisy[0, q])
+        assert not torch.allclose(out, out_noisy)  # the other queries do see them
 
 
 def test_knn_pool_averages_the_nearest_superpoints():

@@ -6,6 +6,7 @@ Per layer, after Hungarian matching (targets as in `beep3d.loss.matcher`):
     bce     mask BCE over the scene's valid superpoints, per matched pair, mean over pairs
     dice    mask dice loss over the valid superpoints, mean over matched pairs
     center  centre L1 in metres, mean over the 3 axes, mean over matched pairs
+    size    box size L1 in metres (the target's box), mean over the 3 axes, mean over matched pairs
     score   BCE between the score logit and the IoU (a soft target in [0, 1], no gradient) of
             the predicted binary mask (sigmoid > 0.5) with the binarised target (> 0.5), over the
             valid superpoints; BCE rather than L1 so the logit's sigmoid regresses the IoU
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from beep3d.distributed import batch_mean_denominator, is_across_ranks
 from beep3d.loss.matcher import HungarianMatcher, MatcherConfig
 
-COMPONENTS = ("cls", "bce", "dice", "center", "score")
+COMPONENTS = ("cls", "bce", "dice", "center", "size", "score")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class LossWeights:
     bce: float = 1.0  # mask binary cross-entropy
     dice: float = 1.0  # mask dice loss
     center: float = 0.5  # centre L1 (metres)
+    size: float = 0.5  # box size L1 (metres)
     score: float = 0.5  # mask-quality (IoU) regression
 
 
@@ -70,10 +72,10 @@ class Criterion:
         """Unweighted loss terms (COMPONENTS) of one decoder layer, each a scalar tensor.
 
         layer: per-scene lists class_logits [(Q_b, C + 1)], mask_logits [(Q_b, S_b)],
-            centers [(Q_b, 3)], score_logits [(Q_b,)]; indices: the matcher's output for it.
+            centers [(Q_b, 3)], sizes [(Q_b, 3)], score_logits [(Q_b,)]; indices: the matcher's output for it.
         """
         cls_logits, cls_targets = [], []
-        bce, dice, center, score = [], [], [], []
+        bce, dice, center, size, score = [], [], [], [], []
         for b, (target, (q_idx, t_idx)) in enumerate(zip(targets, indices, strict=True)):
             logits = layer["class_logits"][b]  # (Q, C + 1)
             no_object = logits.shape[1] - 1
@@ -92,6 +94,7 @@ class Criterion:
             )
             dice.append(dice_loss(pred, gt))
             center.append((layer["centers"][b][q_idx] - target["centers"][t_idx]).abs().mean(1))
+            size.append((layer["sizes"][b][q_idx] - target["sizes"][t_idx]).abs().mean(1))
             score.append(
                 F.binary_cross_entropy_with_logits(
                     layer["score_logits"][b][q_idx], mask_iou(pred.detach(), gt), reduction="none"
@@ -109,6 +112,7 @@ class Criterion:
             "bce": torch.cat(bce).sum() / n_pairs,
             "dice": torch.cat(dice).sum() / n_pairs,
             "center": torch.cat(center).sum() / n_pairs,
+            "size": torch.cat(size).sum() / n_pairs,
             "score": torch.cat(score).sum() / n_pairs,
         }
 

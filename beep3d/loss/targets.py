@@ -153,8 +153,15 @@ def box_targets(assigned: torch.Tensor, supervision: dict[str, torch.Tensor]) ->
         "masks": (counts / n_known.clamp(min=1)).to(torch.float32),
         "mask_valid": n_known > 0,
         "centers": supervision["box_center"][box_index].to(torch.float32),
+        "sizes": box_sizes(supervision, box_index),
         "box_index": box_index,
     }
+
+
+def box_sizes(supervision: dict[str, torch.Tensor], box_index: torch.Tensor) -> torch.Tensor:
+    """(T,) box indices -> (T, 3) float32 box sizes (max - min) in metres."""
+    size = supervision["box_max"][box_index] - supervision["box_min"][box_index]
+    return size.to(torch.float32).reshape(-1, 3)
 
 
 def box_heuristic_targets(supervision: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -215,6 +222,7 @@ def full_targets(
         "masks": (masks / sp_size).to(torch.float32),
         "mask_valid": torch.ones(n_sp, dtype=torch.bool, device=device),
         "centers": supervision["box_center"][box_index].to(torch.float32).reshape(-1, 3),
+        "sizes": box_sizes(supervision, box_index),
         "box_index": box_index,
     }
 

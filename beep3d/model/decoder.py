@@ -83,6 +83,7 @@ class MultiHeadAttention(nn.Module):
         value: torch.Tensor,  # (B, S, d)
         bias: torch.Tensor | None = None,  # (B, H, Q, S), added to the scores
         key_pad: torch.Tensor | None = None,  # (B, S) bool, True = padding, never attended
+        blocked: torch.Tensor | None = None,  # (B, Q, S) bool, True = this query ignores this key
     ) -> torch.Tensor:
         q, k, v = self._heads(self.q(query)), self._heads(self.k(key)), self._heads(self.v(value))
         scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, H, Q, S)
@@ -90,6 +91,8 @@ class MultiHeadAttention(nn.Module):
             scores = scores + bias
         if key_pad is not None:
             scores = scores.masked_fill(key_pad[:, None, None, :], torch.finfo(scores.dtype).min)
+        if blocked is not None:
+            scores = scores.masked_fill(blocked[:, None], torch.finfo(scores.dtype).min)
         attn = self.drop(scores.softmax(dim=-1))
         out = (attn @ v).transpose(1, 2).flatten(2)  # (B, Q, d)
         return self.o(out)
@@ -138,12 +141,29 @@ class DecoderLayer(nn.Module):
         memory: torch.Tensor,  # (B, S, d) superpoint features
         memory_pos: torch.Tensor,  # (B, S, 3) superpoint centroids in [0, 1]
         memory_pad: torch.Tensor | None,  # (B, S) bool, True = padding; None = no padding
+        blocked: torch.Tensor | None = None,  # (B, Q, S) bool, masked attention (see QueryDecoder)
     ) -> torch.Tensor:
         q = x + x_pos
         x = self.norms[0](x + self.drop(self.self_attn(q, q, x, key_pad=query_pad)))
         bias = self.rpe(ref, memory_pos)
-        x = self.norms[1](x + self.drop(self.cross_attn(x + x_pos, memory, memory, bias, memory_pad)))
+        x = self.norms[1](
+            x + self.drop(self.cross_attn(x + x_pos, memory, memory, bias, memory_pad, blocked))
+        )
         return self.norms[2](x + self.drop(self.ffn(x)))
+
+
+@torch.no_grad()
+def attention_blocks(mask_logits: torch.Tensor, memory_pad: torch.Tensor | None) -> torch.Tensor:
+    """Masked attention: (B, Q, S) mask logits -> (B, Q, S) bool, True where a query must not look.
+
+    A query looks only inside its predicted mask (sigmoid > 0.5); a query whose mask is empty
+    (over the real, unpadded superpoints) looks everywhere rather than at nothing.
+    """
+    blocked = mask_logits < 0  # sigmoid < 0.5
+    if memory_pad is not None:
+        blocked = blocked | memory_pad[:, None, :]
+    empty = blocked.all(dim=-1, keepdim=True)  # (B, Q, 1)
+    return blocked & ~empty
 
 
 class QueryDecoder(nn.Module):
@@ -155,6 +175,8 @@ class QueryDecoder(nn.Module):
         n_queries: number of learned queries.
         num_classes: C object classes; the class head has C + 1 outputs (last = no object).
         rpe_hidden: hidden width of the relative-position bias MLP.
+        masked_attention: each query's cross-attention sees only the superpoints inside the mask
+            it predicted before the layer (Mask2Former), or every superpoint when that mask is empty.
         pos_freqs: octaves of the Fourier embedding of reference points.
     """
 
@@ -169,10 +191,12 @@ class QueryDecoder(nn.Module):
         dropout: float,
         num_classes: int,
         rpe_hidden: int,
+        masked_attention: bool = False,
         pos_freqs: int = 6,
     ):
         super().__init__()
         self.pos_freqs = pos_freqs
+        self.masked_attention = masked_attention
         # Superpoint features -> attention memory (d); the mask features are a linear map of it.
         self.input_proj = nn.Sequential(nn.Linear(in_channels, d_model), nn.LayerNorm(d_model), nn.ReLU())
         self.mask_proj = nn.Linear(d_model, d_model)
@@ -191,6 +215,9 @@ class QueryDecoder(nn.Module):
         self.center_head = nn.Sequential(
             nn.Linear(d_model, d_model), nn.ReLU(inplace=True), nn.Linear(d_model, 3)
         )
+        self.size_head = nn.Linear(d_model, 3)
+        # Box sizes start at about 0.3 of the scene extent, the order of a piece of furniture.
+        nn.init.constant_(self.size_head.bias, -0.85)
 
     def learned_queries(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(content (N_Q, d), reference points (N_Q, 3) in [0, 1])."""
@@ -201,6 +228,10 @@ class QueryDecoder(nn.Module):
         memory = self.input_proj(sp_feats)
         return memory, self.mask_proj(memory)
 
+    def _mask_logits(self, x: torch.Tensor, mask_feats: torch.Tensor) -> torch.Tensor:
+        """(B, Q, d) queries . (B, S, d) mask features -> (B, Q, S) mask logits."""
+        return self.head_norm(x) @ mask_feats.transpose(1, 2)
+
     def _heads(self, x: torch.Tensor, ref: torch.Tensor, mask_feats: torch.Tensor) -> dict[str, torch.Tensor]:
         content = self.head_norm(x)  # (B, Q, d)
         # Refine in logit space: the offset is unbounded, the new point stays inside (0, 1).
@@ -208,7 +239,8 @@ class QueryDecoder(nn.Module):
         return {
             "class_logits": self.class_head(content),  # (B, Q, C + 1)
             "mask_logits": content @ mask_feats.transpose(1, 2),  # (B, Q, S)
-            "ref": new_ref,
+            "ref": new_ref,  # the box centre
+            "size": self.size_head(content).sigmoid(),  # (B, Q, 3) box size, fraction of the scene extent
             "score_logits": self.score_head(content).squeeze(-1),  # (B, Q)
             "query_content": content,  # (B, Q, d)
         }
@@ -226,10 +258,14 @@ class QueryDecoder(nn.Module):
         """One dict of padded predictions per layer, first layer first (see `_heads` for keys)."""
         outputs = []
         x = content
+        # The mask before the first layer comes from the input queries themselves.
+        mask_logits = self._mask_logits(x, mask_feats) if self.masked_attention else None
         for layer in self.layers:
             x_pos = self.pos_embed(fourier_embed(ref, self.pos_freqs))
-            x = layer(x, x_pos, ref, query_pad, memory, memory_pos, memory_pad)
+            blocked = None if mask_logits is None else attention_blocks(mask_logits, memory_pad)
+            x = layer(x, x_pos, ref, query_pad, memory, memory_pos, memory_pad, blocked)
             out = self._heads(x, ref, mask_feats)
+            mask_logits = out["mask_logits"] if self.masked_attention else None
             outputs.append(out)
             # The next layer starts from the refined point without a gradient path through it
             # (iterative refinement as in Deformable DETR): each layer's offset is trained by

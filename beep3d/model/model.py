@@ -17,10 +17,11 @@ Output of `BoxInstanceModel.forward` (Q_b queries and S_b superpoints in scene b
 entry per scene):
     class_logits  list of (Q_b, C + 1)  last column = no object
     mask_logits   list of (Q_b, S_b)    over the scene's superpoints (local ids: global - sp_offsets[b])
-    centers       list of (Q_b, 3)      refined reference points, in metres
+    centers       list of (Q_b, 3)      refined reference points = predicted box centres, in metres
+    sizes         list of (Q_b, 3)      predicted box sizes (max - min), in metres
     score_logits  list of (Q_b,)        mask-quality logit
     query_content list of (Q_b, d)      content vectors used by the heads (for consistency losses)
-    aux           list (n_layers - 1, first layer first) of dicts with the five keys above
+    aux           list (n_layers - 1, first layer first) of dicts with the six keys above
     sp_feats      (S, d)                superpoint mask features (mask_logits = content . sp_feats)
     voxel_feats   (V, widths[0])        backbone output per voxel
 """
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
 spconv = import_spconv()
 
-HEAD_KEYS = ("class_logits", "mask_logits", "centers", "score_logits", "query_content")
+HEAD_KEYS = ("class_logits", "mask_logits", "centers", "sizes", "score_logits", "query_content")
 BATCH_KEYS = (
     "coords", "feats", "spatial_shape", "batch_size", "point_voxel", "point_offsets",
     "superpoint", "sp_offsets", "sp_xyz", "scene_min", "scene_max",
@@ -65,6 +66,7 @@ class ModelConfig:
     num_classes: int = 18  # object classes C; the class head adds one "no object" output
     rpe_hidden: int = 16  # hidden width of the relative-position bias MLP (memory ~ Q x S x this)
     query_pool_k: int = 8  # superpoints averaged to give an external query its content
+    masked_attention: bool = False  # cross-attention only inside the previous layer's mask (Mask2Former)
     query_init: str = (
         "learned"  # learned (N_Q learned reference points) | fps (superpoints by farthest point sampling)
     )
@@ -239,6 +241,7 @@ class BoxInstanceModel(nn.Module):
             dropout=cfg.dropout,
             num_classes=cfg.num_classes,
             rpe_hidden=cfg.rpe_hidden,
+            masked_attention=cfg.masked_attention,
         )
 
     def forward(
@@ -363,6 +366,7 @@ class BoxInstanceModel(nn.Module):
             result["class_logits"].append(out["class_logits"][b, :q])
             result["mask_logits"].append(out["mask_logits"][b, :q, :s])
             result["centers"].append(lo[b] + out["ref"][b, :q] * extent[b])
+            result["sizes"].append(out["size"][b, :q] * extent[b])
             result["score_logits"].append(out["score_logits"][b, :q])
             result["query_content"].append(out["query_content"][b, :q])
         return result
