@@ -3,7 +3,9 @@
 Every query carries a 3D reference point r in [0, 1]^3 (normalised to the scene's extent) and a
 content vector. A layer runs self-attention among the queries, cross-attention from the queries to
 the scene's superpoint features, and an FFN; the heads then predict a class, a mask over
-superpoints, a mask-quality score and a centre offset that refines r for the next layer.
+superpoints, a mask-quality score, the box size and a centre offset that refines r for the next
+layer (r is the predicted box centre). With masked attention (Mask2Former), a query's
+cross-attention only reaches the superpoints of the mask it predicted before the layer.
 
 Relative position encoding (our choice): an additive, per-head attention bias
     bias[h, q, s] = MLP(r_q - p_s)[h]
