@@ -479,6 +479,9 @@ def test_targets_from_a_real_batch(processed: Path) -> None:
             assert (t["masks"].sum(0) <= 1 + 1e-6).all()  # a point belongs to one instance at most
         assert torch.equal(full["labels"], heur["labels"])
         assert torch.equal(full["centers"], sup["box_center"][full["box_index"]])
+        for t in (full, heur):  # size targets are the boxes themselves in every mode
+            box = t["box_index"]
+            assert torch.equal(t["sizes"], sup["box_max"][box] - sup["box_min"][box])
         # Each full mask is the instance's share of every superpoint, recomputed here per point.
         for k, box in enumerate(full["box_index"].tolist()):
             on = (gt["instance"] == sup["box_id"][box]).double()
