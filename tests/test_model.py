@@ -231,7 +231,7 @@ def test_attention_blocks_keep_queries_with_empty_masks_looking_everywhere():
 
 
 def test_masked_attention_hides_superpoints_outside_the_previous_mask():
-    """Same weights: masking changes the output, and a superpoint no query's mask contains could
+    """Same weights: masking changes the output, and the superpoints outside a query's mask could
     change arbitrarily without that query noticing: queries mix only in self-attention, which
     comes before cross-attention, so the query's layer output is unchanged. (Train-mode batch norm:
     an untrained model in eval mode gives every superpoint nearly the same features, hence masks
