@@ -246,7 +246,7 @@ def test_masked_attention_hides_superpoints_outside_the_previous_mask():
         content, ref = masked.decoder.learned_queries()
         memory, mask_feats = enc.memory[None], enc.mask_feats[None]
         sp_pos = ((enc.sp_xyz - enc.lo[0]) / enc.extent[0])[None]
-        first = masked.decoder._mask_logits(content[None], mask_feats)  # (1, Q, S)
+        first = masked.decoder._mask_logits(masked.decoder.head_norm(content[None]), mask_feats)  # (1, Q, S)
         blocked = attention_blocks(first, None)  # (1, Q, S)
         q = int(blocked[0].sum(dim=1).argmax())  # the query that sees the fewest superpoints
         unseen = blocked[0, q]  # (S,)

@@ -230,9 +230,10 @@ class QueryDecoder(nn.Module):
         memory = self.input_proj(sp_feats)
         return memory, self.mask_proj(memory)
 
-    def _mask_logits(self, x: torch.Tensor, mask_feats: torch.Tensor) -> torch.Tensor:
-        """(B, Q, d) queries . (B, S, d) mask features -> (B, Q, S) mask logits."""
-        return self.head_norm(x) @ mask_feats.transpose(1, 2)
+    @staticmethod
+    def _mask_logits(content: torch.Tensor, mask_feats: torch.Tensor) -> torch.Tensor:
+        """(B, Q, d) normalised queries (head_norm) . (B, S, d) mask features -> (B, Q, S) logits."""
+        return content @ mask_feats.transpose(1, 2)
 
     def _heads(self, x: torch.Tensor, ref: torch.Tensor, mask_feats: torch.Tensor) -> dict[str, torch.Tensor]:
         content = self.head_norm(x)  # (B, Q, d)
@@ -240,7 +241,7 @@ class QueryDecoder(nn.Module):
         new_ref = (inverse_sigmoid(ref) + self.center_head(content)).sigmoid()  # (B, Q, 3)
         return {
             "class_logits": self.class_head(content),  # (B, Q, C + 1)
-            "mask_logits": content @ mask_feats.transpose(1, 2),  # (B, Q, S)
+            "mask_logits": self._mask_logits(content, mask_feats),  # (B, Q, S)
             "ref": new_ref,  # the box centre
             "size": self.size_head(content).sigmoid(),  # (B, Q, 3) box size, fraction of the scene extent
             "score_logits": self.score_head(content).squeeze(-1),  # (B, Q)
@@ -261,7 +262,7 @@ class QueryDecoder(nn.Module):
         outputs = []
         x = content
         # The mask before the first layer comes from the input queries themselves.
-        mask_logits = self._mask_logits(x, mask_feats) if self.masked_attention else None
+        mask_logits = self._mask_logits(self.head_norm(x), mask_feats) if self.masked_attention else None
         for layer in self.layers:
             x_pos = self.pos_embed(fourier_embed(ref, self.pos_freqs))
             blocked = None if mask_logits is None else attention_blocks(mask_logits, memory_pad)
