@@ -128,6 +128,7 @@ class InferenceConfig:
     topk: int  # candidates kept per scene (over query x class pairs)
     score_threshold: float  # drop candidates scoring at or below this
     min_points: int  # drop masks with fewer original vertices (the ScanNet protocol ignores < 100)
+    nms_iou: float  # same-class mask NMS: drop a mask overlapping a better one by IoU > this; 0 = off
 
 
 @torch.no_grad()
@@ -148,7 +149,9 @@ def predict_scenes(model: BoxInstanceModel, batch: dict[str, Any], cfg: Inferenc
         )
         for b in range(batch["batch_size"])
     ]
-    instances = predict_instances(outputs, cfg.topk, cfg.score_threshold, sp_sizes, cfg.min_points)
+    instances = predict_instances(
+        outputs, cfg.topk, cfg.score_threshold, sp_sizes, cfg.min_points, cfg.nms_iou
+    )
     preds = []
     for b, inst in enumerate(instances):
         local_sp = (superpoint[p_off[b] : p_off[b + 1]] - offsets[b]).cpu().numpy()  # (P_b,)

@@ -80,6 +80,12 @@ def _fail(command: str, message: object) -> NoReturn:
     default=None,
     help="Drop masks with fewer vertices (default: checkpoint's, 100 = the ScanNet protocol).",
 )
+@click.option(
+    "--nms-iou",
+    type=click.FloatRange(min=0.0, max=1.0),
+    default=None,
+    help="Drop a mask overlapping a better one of its class by IoU > this; 0 = off (default: checkpoint's).",
+)
 def predict(
     scans: tuple[Path, ...],
     checkpoint: Path,
@@ -89,6 +95,7 @@ def predict(
     score_threshold: float | None,
     topk: int | None,
     min_points: int | None,
+    nms_iou: float | None,
 ) -> None:
     """Find object instances in SCANS (PLY meshes or xyz+rgb point clouds, binary or ASCII).
 
@@ -105,7 +112,9 @@ def predict(
         from pipeline import predict as predict_lib  # imports torch models and spconv
     except ImportError as err:
         _fail("predict", err)
-    options = predict_lib.PredictOptions(score_threshold=score_threshold, topk=topk, min_points=min_points)
+    options = predict_lib.PredictOptions(
+        score_threshold=score_threshold, topk=topk, min_points=min_points, nms_iou=nms_iou
+    )
     try:
         dev = resolve_device(device)
     except RuntimeError as err:

@@ -68,6 +68,7 @@ class PredictOptions:
     score_threshold: float | None = None  # drop instances scoring at or below this
     topk: int | None = None  # candidates kept per scan (over query x class pairs)
     min_points: int | None = None  # drop masks with fewer vertices
+    nms_iou: float | None = None  # same-class mask NMS threshold; 0 = off
     superpoints: SuperpointConfig = DEFAULT_SUPERPOINTS  # used when the scan ships no segments
 
 
@@ -81,7 +82,7 @@ class TrainedModel:
     class_set: ClassSet
     voxel_size: float  # the training loader's voxel edge (metres)
     superpoints: str  # "dataset" | "computed": which superpoints the model was trained on
-    inference: dict[str, Any]  # topk, score_threshold, min_points
+    inference: dict[str, Any]  # topk, score_threshold, min_points, nms_iou
 
 
 @dataclass
@@ -195,6 +196,8 @@ def inference_config(trained: TrainedModel, options: PredictOptions) -> Inferenc
             saved["score_threshold"] if options.score_threshold is None else options.score_threshold
         ),
         min_points=int(saved["min_points"] if options.min_points is None else options.min_points),
+        # Model files written before NMS existed were evaluated without it: keep that behaviour.
+        nms_iou=float(saved.get("nms_iou", 0.0) if options.nms_iou is None else options.nms_iou),
     )
 
 

@@ -30,6 +30,7 @@ from pipeline.predict import (
     DEFAULT_SUPERPOINTS,
     NO_INSTANCE_RGB,
     PredictOptions,
+    inference_config,
     instance_palette,
     load_trained_model,
     predict_scan,
@@ -189,7 +190,7 @@ def test_ascii_double_point_cloud_computes_superpoints(files: dict[str, Path], t
     assert code == 0, output
     cli = check_outputs(files["ascii"], tmp_path / "cli")
     assert cli["superpoints"] == "computed"
-    assert cli["inference"] == {"topk": 12, "score_threshold": 0.0, "min_points": 100}
+    assert cli["inference"] == {"topk": 12, "score_threshold": 0.0, "min_points": 100, "nms_iou": 0.5}
     assert "warning" not in output
 
     # The library call behind the command (no click) writes the same instances.
@@ -343,3 +344,16 @@ def test_no_instances_gives_grey_scan_and_empty_list(files: dict[str, Path], tmp
     assert ply["vertex"].count == doc["n_points"]
     for channel, value in zip(("red", "green", "blue"), NO_INSTANCE_RGB, strict=True):
         assert (ply["vertex"][channel] == value).all()
+
+
+def test_model_file_without_nms_setting_predicts_without_nms(files: dict[str, Path], tmp_path: Path) -> None:
+    # Model files written before `inference.nms_iou` existed were evaluated without NMS.
+    payload = torch.load(files["model"], weights_only=True)
+    older = tmp_path / "older.pt"
+    torch.save(
+        {**payload, "inference": {k: v for k, v in payload["inference"].items() if k != "nms_iou"}}, older
+    )
+    assert inference_config(load_trained_model(older, torch.device("cpu")), PredictOptions()).nms_iou == 0.0
+    current = load_trained_model(files["model"], torch.device("cpu"))
+    assert inference_config(current, PredictOptions()).nms_iou == 0.5
+    assert inference_config(current, PredictOptions(nms_iou=0.0)).nms_iou == 0.0

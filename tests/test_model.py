@@ -16,6 +16,7 @@ from beep3d.model import (
     ModelConfig,
     SceneQueries,
     knn_pool,
+    mask_nms,
     pool_superpoints,
     predict_instances,
 )
@@ -302,6 +303,54 @@ def test_predict_instances_scores_and_filters():
         assert inst.masks.dtype == torch.bool and inst.masks.shape[1] == int(batch["sp_offsets"].diff()[b])
         assert bool((inst.scores[:-1] >= inst.scores[1:]).all()) and bool((inst.scores <= 1).all())
         assert bool((inst.classes < TINY.num_classes).all())
+
+
+def test_mask_nms_drops_same_class_duplicates_by_point_iou():
+    # Rows sorted by score. Superpoint point counts make IoU differ from the superpoint count.
+    masks = torch.tensor(
+        [
+            [1, 1, 0, 0],  # kept: best
+            [1, 1, 1, 0],  # same class, IoU 20 / 120 by points (2/3 by superpoints): kept
+            [1, 0, 0, 0],  # same class, IoU 10 / 20 = 0.5 with row 0: not > 0.5, kept
+            [1, 1, 0, 0],  # other class, identical mask: kept
+            [0, 1, 0, 0],  # same class, IoU 10 / 20 = 0.5 with row 0 (0 with row 2): kept
+            [1, 1, 0, 1],  # same class, IoU 20 / 21 with row 0: dropped
+        ],
+        dtype=torch.bool,
+    )
+    classes = torch.tensor([3, 3, 3, 1, 3, 3])
+    points = torch.tensor([10, 10, 100, 1])
+    assert mask_nms(masks, classes, points, 0.5).tolist() == [True, True, True, True, True, False]
+    assert mask_nms(masks, classes, points, 0.4).tolist() == [True, True, False, True, False, False]
+    # Unit weights: IoU by superpoints; row 1 overlaps row 0 by 2/3 and goes at 0.6.
+    assert mask_nms(masks, classes, torch.ones(4), 0.6).tolist() == [True, False, True, True, True, False]
+
+
+def test_mask_nms_a_dropped_row_suppresses_nothing():
+    # Row 1 duplicates row 0 and is dropped; row 2 overlaps only row 1, so it must survive.
+    masks = torch.tensor([[1, 1, 1, 0, 0], [0, 1, 1, 1, 0], [0, 0, 1, 1, 1]], dtype=torch.bool)
+    keep = mask_nms(masks, torch.zeros(3, dtype=torch.long), torch.ones(5), 0.4)
+    assert keep.tolist() == [True, False, True]
+
+
+def test_predict_instances_nms_only_removes_lower_scored_duplicates():
+    # 3 queries, 1 class: queries 0 and 1 cover the same superpoints, query 0 with more confidence.
+    outputs = {
+        "class_logits": [torch.tensor([[5.0, 0.0], [3.0, 0.0], [4.0, 0.0]])],
+        "mask_logits": [
+            torch.tensor([[5.0, 5.0, -5.0, -5.0], [4.0, 4.0, -5.0, -5.0], [-5.0, -5.0, 5.0, 5.0]])
+        ],
+        "score_logits": [torch.tensor([2.0, 2.0, 2.0])],
+    }
+    plain = predict_instances(outputs, topk=3, score_threshold=0.0)[0]
+    nms = predict_instances(outputs, topk=3, score_threshold=0.0, nms_iou=0.5)[0]
+    assert plain.masks.tolist() == [
+        [True, True, False, False],
+        [False, False, True, True],
+        [True, True, False, False],
+    ]
+    assert nms.masks.tolist() == plain.masks[:2].tolist()
+    torch.testing.assert_close(nms.scores, plain.scores[:2])
 
 
 def test_a_few_steps_fit_a_fixed_batch():

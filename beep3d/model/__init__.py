@@ -6,6 +6,7 @@ from beep3d.model.model import (
     Instances,
     ModelConfig,
     SceneQueries,
+    mask_nms,
     pool_superpoints,
     predict_instances,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "SceneQueries",
     "SparseUNet",
     "knn_pool",
+    "mask_nms",
     "pool_superpoints",
     "predict_instances",
 ]

@@ -404,6 +404,7 @@ def predict_instances(
     score_threshold: float,
     sp_sizes: list[torch.Tensor] | None = None,
     min_points: int = 0,
+    nms_iou: float = 0.0,
 ) -> list[Instances]:
     """Final instances per scene from the last layer's predictions.
 
@@ -412,6 +413,8 @@ def predict_instances(
         class prob x sigmoid(score logit) x mean mask probability inside the mask.
     Candidates with an empty mask, a score <= score_threshold or (when sp_sizes, the (S_b,)
     point counts per superpoint, are given) fewer than min_points points are dropped.
+    nms_iou > 0: a candidate whose mask overlaps a higher-scoring kept one of the same class with
+    IoU > nms_iou is dropped (`mask_nms`); 0 keeps every candidate.
     """
     result = []
     for b, (cls_logits, mask_logits, score_logits) in enumerate(
@@ -431,5 +434,34 @@ def predict_instances(
         if sp_sizes is not None:
             keep &= (masks * sp_sizes[b]).sum(1) >= min_points
         order = scores[keep].argsort(descending=True)
-        result.append(Instances(masks[keep][order], classes[keep][order], scores[keep][order]))
+        masks, classes, scores = masks[keep][order], classes[keep][order], scores[keep][order]
+        if nms_iou > 0:
+            weights = sp_sizes[b] if sp_sizes is not None else torch.ones(masks.shape[1])
+            survive = mask_nms(masks, classes, weights, nms_iou)
+            masks, classes, scores = masks[survive], classes[survive], scores[survive]
+        result.append(Instances(masks, classes, scores))
     return result
+
+
+def mask_nms(masks: torch.Tensor, classes: torch.Tensor, weights: torch.Tensor, iou: float) -> torch.Tensor:
+    """Greedy same-class non-maximum suppression over masks sorted by descending score.
+
+    masks (K, S) bool, classes (K,), weights (S,) the points per superpoint (IoU counts points,
+    as the ScanNet evaluator does). Returns the (K,) bool rows that survive: a row is dropped when
+    a surviving higher-ranked row of its class overlaps it with IoU > iou.
+
+    Why: one-to-one matching leaves several queries on one object early in training; the
+    evaluator counts every duplicate after the first as a false positive.
+    """
+    m, w = masks.double(), weights.double()  # double: point counts of large scans stay exact
+    area = m @ w  # (K,)
+    inter = (m * w) @ m.T  # (K, K)
+    overlap = inter / (area[:, None] + area[None, :] - inter).clamp(min=1e-9)
+    duplicate = (overlap > iou) & (classes[:, None] == classes[None, :])
+    survive = torch.ones(len(masks), dtype=torch.bool, device=masks.device)
+    for k in range(len(masks)):  # K <= topk, a few dozen: the loop is negligible next to the model
+        if survive[k]:
+            later = duplicate[k].clone()
+            later[: k + 1] = False
+            survive &= ~later
+    return survive
