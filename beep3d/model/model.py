@@ -436,7 +436,7 @@ def predict_instances(
         order = scores[keep].argsort(descending=True)
         masks, classes, scores = masks[keep][order], classes[keep][order], scores[keep][order]
         if nms_iou > 0:
-            weights = sp_sizes[b] if sp_sizes is not None else torch.ones(masks.shape[1])
+            weights = sp_sizes[b] if sp_sizes is not None else torch.ones(masks.shape[1], device=masks.device)
             survive = mask_nms(masks, classes, weights, nms_iou)
             masks, classes, scores = masks[survive], classes[survive], scores[survive]
         result.append(Instances(masks, classes, scores))
@@ -450,8 +450,8 @@ def mask_nms(masks: torch.Tensor, classes: torch.Tensor, weights: torch.Tensor, 
     as the ScanNet evaluator does). Returns the (K,) bool rows that survive: a row is dropped when
     a surviving higher-ranked row of its class overlaps it with IoU > iou.
 
-    Why: one-to-one matching leaves several queries on one object early in training; the
-    evaluator counts every duplicate after the first as a false positive.
+    Why: after a short schedule one-to-one matching still leaves several queries on one object,
+    and the evaluator counts every duplicate after the first as a false positive.
     """
     m, w = masks.double(), weights.double()  # double: point counts of large scans stay exact
     area = m @ w  # (K,)
