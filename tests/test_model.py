@@ -306,7 +306,7 @@ def test_predict_instances_scores_and_filters():
 
 
 def test_mask_nms_drops_same_class_duplicates_by_point_iou():
-    # Rows sorted by score. Superpoint point counts make IoU differ from the superpoint count.
+    # Rows sorted by score. Points per superpoint make the point IoU differ from the superpoint IoU.
     masks = torch.tensor(
         [
             [1, 1, 0, 0],  # kept: best

@@ -457,11 +457,11 @@ def mask_nms(masks: torch.Tensor, classes: torch.Tensor, weights: torch.Tensor, 
     area = m @ w  # (K,)
     inter = (m * w) @ m.T  # (K, K)
     overlap = inter / (area[:, None] + area[None, :] - inter).clamp(min=1e-9)
-    duplicate = (overlap > iou) & (classes[:, None] == classes[None, :])
-    survive = torch.ones(len(masks), dtype=torch.bool, device=masks.device)
-    for k in range(len(masks)):  # K <= topk, a few dozen: the loop is negligible next to the model
-        if survive[k]:
-            later = duplicate[k].clone()
-            later[: k + 1] = False
-            survive &= ~later
-    return survive
+    # duplicate[k, j]: row j (ranked below k) repeats row k. On the CPU: the greedy loop reads one
+    # flag per row, which on a GPU would be a device sync each; K <= topk rows.
+    duplicate = ((overlap > iou) & (classes[:, None] == classes[None, :])).triu(1).cpu()
+    survive = torch.ones(len(masks), dtype=torch.bool)
+    for k in range(len(masks)):
+        if survive[k]:  # only a surviving row suppresses
+            survive &= ~duplicate[k]
+    return survive.to(masks.device)
