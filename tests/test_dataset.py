@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from beep3d.classes import SCANNET
-from beep3d.data.augment import NO_AUGMENT, AugmentConfig, augment_scene
+from beep3d.data.augment import NO_AUGMENT, AugmentConfig, augment_colors, augment_scene, draw_warp
 from beep3d.data.boxes import extract_boxes
 from beep3d.data.dataset import DataConfig, SceneDataset, collate, make_loader
 from beep3d.data.schema import (
@@ -28,6 +28,7 @@ from pipeline.config import build
 VOXEL = 0.05
 AUG = AugmentConfig(
     rotate_z=True,
+    rotate_z_step_deg=0.0,
     flip_x=True,
     flip_y=True,
     scale_min=0.8,
@@ -209,7 +210,7 @@ def test_collate_shapes_dtypes_and_offsets(processed: Path) -> None:
         assert T > 0
         assert sup["point_in_box"].shape == (p1 - p0, T) and sup["point_in_box"].dtype == torch.bool
         assert sup["box_label"].dtype == torch.int64 and sup["box_is_background"].dtype == torch.bool
-        for key in ("box_min", "box_max", "box_center"):
+        for key in ("box_min", "box_max", "box_center", "box_size"):
             assert sup[key].shape == (T, 3) and sup[key].dtype == torch.float32
         assert torch.equal(sup["superpoint"], sp - s0)
         assert torch.equal(sup["box_label"] >= 0, ~sup["box_is_background"])
@@ -265,9 +266,10 @@ def test_augmentation_keeps_points_and_moves_box_centres(processed: Path) -> Non
             centre = rows[["cx", "cy", "cz"]].to_numpy(np.float64)
             expected = np.c_[centre, np.ones(len(centre))] @ A
             assert np.allclose(sample.supervision["box_center"], expected, atol=1e-4)
-            assert np.allclose(
-                sample.supervision["box_min"], centre - rows[["dx", "dy", "dz"]].to_numpy() / 2, atol=1e-6
-            )
+            size = rows[["dx", "dy", "dz"]].to_numpy(np.float64)
+            assert np.allclose(sample.supervision["box_min"], centre - size / 2, atol=1e-6)
+            # A free rotation angle keeps each box's own extents (see augment_scene).
+            assert np.allclose(sample.supervision["box_size"], size, atol=1e-6)
             moved += not np.allclose(A[:3], np.eye(3), atol=1e-3)
     assert moved >= 5  # the augmentation actually transformed (almost) every draw
 
@@ -277,12 +279,13 @@ def test_elastic_warp_moves_centres_like_points() -> None:
     xyz = rng.uniform([0, 0, 0], [4, 3, 2.5], (3000, 3)).astype(np.float32)
     centres = rng.uniform([0.5, 0.5, 0.5], [3.5, 2.5, 2], (5, 3)).astype(np.float32)
     elastic = AugmentConfig(
-        rotate_z=True, flip_x=True, flip_y=False, scale_min=0.9, scale_max=1.1, jitter_sigma=0.0,
-        elastic=True, elastic_granularity=(0.2, 0.6), elastic_magnitude=(0.02, 0.05),
+        rotate_z=True, rotate_z_step_deg=0.0, flip_x=True, flip_y=False, scale_min=0.9, scale_max=1.1,
+        jitter_sigma=0.0, elastic=True, elastic_granularity=(0.2, 0.6), elastic_magnitude=(0.02, 0.05),
     )  # fmt: skip
     # Put a point exactly on each centre: it must land where the centre lands.
     with_centres = np.concatenate([xyz, centres])
-    out, moved = augment_scene(elastic, with_centres, centres, np.random.default_rng(7))
+    sizes = np.ones_like(centres)
+    out, moved, _ = augment_scene(elastic, with_centres, centres, sizes, np.random.default_rng(7))
     assert out.shape == with_centres.shape
     assert np.allclose(out[-len(centres) :], moved, atol=1e-5)
     # Elastic is a real non-rigid distortion: no affine map explains it, and its size is the
@@ -292,9 +295,69 @@ def test_elastic_warp_moves_centres_like_points() -> None:
     assert 0.01 < float(np.sqrt((residual**2).mean())) < 0.2
     # Jitter moves points but never centres.
     jitter = AugmentConfig(**{**NO_AUGMENT.__dict__, "jitter_sigma": 0.01})
-    out, moved = augment_scene(jitter, with_centres, centres, np.random.default_rng(7))
+    out, moved, _ = augment_scene(jitter, with_centres, centres, sizes, np.random.default_rng(7))
     assert np.array_equal(moved, centres)
     assert 0.005 < float(np.std(out - with_centres)) < 0.02
+
+
+def test_right_angle_rotation_keeps_boxes_axis_aligned() -> None:
+    quarter = AugmentConfig(**{**AUG.__dict__, "rotate_z_step_deg": 90.0, "scale_min": 1.0, "scale_max": 1.0})
+    xyz = np.random.default_rng(0).uniform([0, 0, 0], [4, 3, 2.5], (500, 3)).astype(np.float32)
+    centres = np.array([[1.0, 1.0, 0.5], [3.0, 2.0, 1.0]], np.float32)
+    sizes = np.array([[2.0, 0.5, 1.0], [0.4, 0.8, 2.0]], np.float32)
+    swapped = 0
+    for seed in range(40):
+        # augment_scene draws its warp first, so the same seed gives the same matrix.
+        matrix = draw_warp(quarter, xyz, np.random.default_rng(seed)).matrix
+        _, _, new_sizes = augment_scene(quarter, xyz, centres, sizes, np.random.default_rng(seed))
+        # A signed permutation: every row and column holds one +-1, so walls stay walls.
+        assert set(np.round(np.abs(matrix), 9).ravel()) <= {0.0, 1.0}
+        assert np.allclose(np.abs(matrix).sum(0), 1) and np.allclose(np.abs(matrix).sum(1), 1)
+        if abs(matrix[0, 1]) > 0.5:  # a quarter turn swaps the x and y extents
+            assert np.allclose(new_sizes, sizes[:, [1, 0, 2]])
+            swapped += 1
+        else:  # a half turn or none keeps them
+            assert np.allclose(new_sizes, sizes)
+    assert 5 < swapped < 35  # both kinds of turn occur
+    # With scaling too, sizes are the warped box's extents: x' = A x, so extents s become |A| s.
+    scaled = AugmentConfig(**{**quarter.__dict__, "scale_min": 0.8, "scale_max": 1.2})
+    assert scaled.keeps_boxes_axis_aligned
+    matrix = draw_warp(scaled, xyz, np.random.default_rng(3)).matrix
+    _, _, new_sizes = augment_scene(scaled, xyz, centres, sizes, np.random.default_rng(3))
+    assert not np.allclose(new_sizes, sizes) and np.allclose(new_sizes, sizes @ np.abs(matrix).T)
+    # A free angle keeps the boxes' own extents, never the larger bounds of the turned box.
+    assert not AUG.keeps_boxes_axis_aligned
+    _, _, new_sizes = augment_scene(AUG, xyz, centres, sizes, np.random.default_rng(3))
+    assert np.array_equal(new_sizes, sizes)
+    for bad in (-90.0, 70.0):
+        with pytest.raises(ValueError, match="rotate_z_step_deg"):
+            AugmentConfig(**{**AUG.__dict__, "rotate_z_step_deg": bad})
+
+
+def test_colour_augmentation() -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, (2000, 3)).astype(np.uint8)
+    # Off: the colours come back unchanged and the generator is not touched.
+    rng = np.random.default_rng(5)
+    assert np.array_equal(augment_colors(NO_AUGMENT, rgb, rng), rgb.astype(np.float32))
+    assert rng.random() == np.random.default_rng(5).random()
+    shift = AugmentConfig(**{**NO_AUGMENT.__dict__, "color_shift": 0.1})
+    for seed in range(10):
+        out = augment_colors(shift, rgb, np.random.default_rng(seed))
+        inner = (rgb > 30).all(1) & (rgb < 225).all(1)  # away from the clip at 0 and 255
+        offset = out[inner] - rgb[inner]
+        assert np.allclose(offset, offset[0], atol=1e-3)  # one offset per channel for the scene
+        assert (np.abs(offset[0]) <= 25.5 + 1e-3).all()
+    contrast = AugmentConfig(**{**NO_AUGMENT.__dict__, "color_contrast": 0.3})
+    out = augment_colors(contrast, rgb, np.random.default_rng(1))
+    ratio = out.std(0) / rgb.std(0)
+    assert np.allclose(ratio, ratio[0], atol=0.05) and 0.7 - 0.05 <= ratio[0] <= 1.3 + 0.05
+    noisy = AugmentConfig(**{**NO_AUGMENT.__dict__, "color_jitter_sigma": 0.02})
+    out = augment_colors(noisy, np.full((5000, 3), 128, np.uint8), np.random.default_rng(2))
+    assert abs(float(out.std()) - 0.02 * 255) < 0.3 and out.min() >= 0 and out.max() <= 255
+    same = augment_colors(noisy, np.full((5000, 3), 128, np.uint8), np.random.default_rng(2))
+    assert np.array_equal(out, same)
+    with pytest.raises(ValueError, match="color_contrast"):
+        AugmentConfig(**{**NO_AUGMENT.__dict__, "color_contrast": 1.5})
 
 
 def collect(ds: SceneDataset, epochs: list[int], seed: int, num_workers: int = 0) -> list[dict]:
@@ -452,9 +515,10 @@ def test_config_from_params_yaml_section() -> None:
         "superpoints": "dataset",
         "max_points": 0,
         "augment": {
-            "rotate_z": True, "flip_x": True, "flip_y": True, "scale_min": 0.9, "scale_max": 1.1,
+            "rotate_z": True, "rotate_z_step_deg": 90, "flip_x": True, "flip_y": True, "scale_min": 0.9, "scale_max": 1.1,
             "jitter_sigma": 0.005, "elastic": False, "elastic_granularity": [0.2, 0.8],
-            "elastic_magnitude": [0.02, 0.08],
+            "elastic_magnitude": [0.02, 0.08], "color_shift": 0.1, "color_contrast": 0.2,
+            "color_jitter_sigma": 0.02,
         },
     }  # fmt: skip
     conf = build(DataConfig, section, "data_loader")
@@ -481,7 +545,7 @@ def test_targets_from_a_real_batch(processed: Path) -> None:
         assert torch.equal(full["centers"], sup["box_center"][full["box_index"]])
         for t in (full, heur):  # size targets are the boxes themselves in every mode
             box = t["box_index"]
-            assert torch.equal(t["sizes"], sup["box_max"][box] - sup["box_min"][box])
+            assert torch.equal(t["sizes"], sup["box_size"][box])
         # Each full mask is the instance's share of every superpoint, recomputed here per point.
         for k, box in enumerate(full["box_index"].tolist()):
             on = (gt["instance"] == sup["box_id"][box]).double()

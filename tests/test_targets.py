@@ -45,6 +45,7 @@ def two_box_scene() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         "box_min": box_min,
         "box_max": box_max,
         "box_center": torch.tensor([[1.0, 0.0, 0.0], [3.0, 0.0, 0.0], [4.5, 0.0, 0.0]]),
+        "box_size": box_max - box_min,
         "point_in_box": inside,
         "superpoint": torch.tensor([0, 0, 1, 1, 2, 2, 3]),
     }
@@ -77,7 +78,7 @@ def test_smallest_box_resolver_and_box_targets() -> None:
     assert t["masks"].dtype == torch.float32 and torch.equal(t["masks"], expected)
     assert t["mask_valid"].tolist() == [True] * 4
     assert torch.equal(t["centers"], sup["box_center"][:2])
-    assert torch.equal(t["sizes"], sup["box_max"][:2] - sup["box_min"][:2])
+    assert torch.equal(t["sizes"], sup["box_size"][:2])
 
 
 def test_unresolved_points_leave_the_mask_loss() -> None:
@@ -117,7 +118,7 @@ def test_full_targets_from_ground_truth() -> None:
     expected = torch.tensor([[1.0, 0.5, 0.0, 1.0], [0.0, 0.5, 0.5, 0.0]])
     assert torch.equal(t["masks"], expected)
     assert t["mask_valid"].all() and torch.equal(t["centers"], sup["box_center"][:2])
-    assert torch.equal(t["sizes"], sup["box_max"][:2] - sup["box_min"][:2])
+    assert torch.equal(t["sizes"], sup["box_size"][:2])
     # An instance of an instance class whose box is missing is an error, not a silent drop.
     gt_bad = {**gt, "instance": torch.tensor([10, 10, 10, 12, 12, 3, 10], dtype=torch.int32)}
     with pytest.raises(ValueError, match=r"instance\(s\) \[12\].*no object box"):
@@ -132,6 +133,7 @@ def test_scene_without_boxes() -> None:
         "box_min": torch.zeros(0, 3),
         "box_max": torch.zeros(0, 3),
         "box_center": torch.zeros(0, 3),
+        "box_size": torch.zeros(0, 3),
         "point_in_box": torch.zeros(5, 0, dtype=torch.bool),
         "superpoint": torch.tensor([0, 1, 1, 2, 2]),
     }

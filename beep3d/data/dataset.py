@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from beep3d.classes import CLASS_SETS, ClassSet
-from beep3d.data.augment import AugmentConfig, augment_scene
+from beep3d.data.augment import AugmentConfig, augment_colors, augment_scene
 from beep3d.data.boxes import Boxes, points_in_boxes
 from beep3d.data.schema import points_path, read_scene_points, read_table
 from beep3d.data.voxelize import voxelize
@@ -144,7 +144,7 @@ class SceneDataset(Dataset):
         `supervision` holds what a box-supervised loss may see, for the T boxes of the scene:
         box_id (T,) int64, box_label (T,) int64 class index (-1 for background boxes),
         box_is_background (T,) bool, box_min / box_max (T, 3) float32 in the ORIGINAL frame,
-        box_center (T, 3) float32 in the AUGMENTED frame, point_in_box (P, T) bool decided in
+        box_center and box_size (T, 3) float32 in the AUGMENTED frame, point_in_box (P, T) bool decided in
         the original frame, superpoint (P,) int64 scene-local ids.
         """
         scene_id = self.scene_ids[index]
@@ -172,9 +172,12 @@ class SceneDataset(Dataset):
         superpoint = np.unique(superpoint, return_inverse=True)[1].astype(np.int64).reshape(-1)
 
         if rng is not None:
-            xyz, centres = augment_scene(self.cfg.augment, xyz, boxes.center, rng)
+            xyz, centres, sizes = augment_scene(
+                self.cfg.augment, xyz, boxes.center, boxes.max - boxes.min, rng
+            )
+            rgb = augment_colors(self.cfg.augment, rgb, rng)
         else:
-            centres = boxes.center.astype(np.float32)
+            centres, sizes = boxes.center.astype(np.float32), (boxes.max - boxes.min).astype(np.float32)
         supervision = {
             "box_id": boxes.box_id.astype(np.int64),
             "box_label": self.class_set.class_index(boxes.label),
@@ -182,6 +185,7 @@ class SceneDataset(Dataset):
             "box_min": boxes.min.astype(np.float32),
             "box_max": boxes.max.astype(np.float32),
             "box_center": centres,
+            "box_size": sizes.reshape(-1, 3),
             "point_in_box": inside,
             "superpoint": superpoint,
         }
@@ -223,6 +227,7 @@ def make_sample(
             "box_min": np.zeros((0, 3), np.float32),
             "box_max": np.zeros((0, 3), np.float32),
             "box_center": np.zeros((0, 3), np.float32),
+            "box_size": np.zeros((0, 3), np.float32),
             "point_in_box": np.zeros((len(xyz), 0), bool),
             "superpoint": superpoint,
         }

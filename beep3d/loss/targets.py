@@ -159,9 +159,8 @@ def box_targets(assigned: torch.Tensor, supervision: dict[str, torch.Tensor]) ->
 
 
 def box_sizes(supervision: dict[str, torch.Tensor], box_index: torch.Tensor) -> torch.Tensor:
-    """(T,) box indices -> (T, 3) float32 box sizes (max - min) in metres."""
-    size = supervision["box_max"][box_index] - supervision["box_min"][box_index]
-    return size.to(torch.float32).reshape(-1, 3)
+    """(T,) box indices -> (T, 3) float32 box extents in metres, in the frame the model sees."""
+    return supervision["box_size"][box_index].to(torch.float32).reshape(-1, 3)
 
 
 def box_heuristic_targets(supervision: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
