@@ -222,4 +222,4 @@ def augment_colors(cfg: AugmentConfig, rgb: np.ndarray, rng: np.random.Generator
         out = out + rng.uniform(-cfg.color_shift, cfg.color_shift, size=(1, 3)).astype(np.float32) * 255
     if cfg.color_jitter_sigma > 0:
         out = out + rng.normal(0.0, cfg.color_jitter_sigma * 255, size=out.shape).astype(np.float32)
-    return np.clip(out, 0, 255).astype(np.float32)
+    return np.clip(out, 0, 255)

@@ -173,11 +173,11 @@ class SceneDataset(Dataset):
 
         if rng is not None:
             xyz, centres, sizes = augment_scene(
-                self.cfg.augment, xyz, boxes.center, boxes.max - boxes.min, rng
+                self.cfg.augment, xyz, boxes.center, boxes.size, rng
             )
             rgb = augment_colors(self.cfg.augment, rgb, rng)
         else:
-            centres, sizes = boxes.center.astype(np.float32), (boxes.max - boxes.min).astype(np.float32)
+            centres, sizes = boxes.center.astype(np.float32), boxes.size.astype(np.float32)
         supervision = {
             "box_id": boxes.box_id.astype(np.int64),
             "box_label": self.class_set.class_index(boxes.label),
