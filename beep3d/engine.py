@@ -129,6 +129,11 @@ class InferenceConfig:
     score_threshold: float  # drop candidates scoring at or below this
     min_points: int  # drop masks with fewer original vertices (the ScanNet protocol ignores < 100)
     nms_iou: float  # same-class mask NMS: drop a mask overlapping a better one by IoU > this; 0 = off
+    mask_threshold: float = 0.5  # a superpoint joins a mask when sigmoid(mask logit) > this
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.mask_threshold < 1.0:
+            raise ValueError(f"mask_threshold must be in (0, 1), got {self.mask_threshold}")
 
 
 @torch.no_grad()
@@ -150,7 +155,7 @@ def predict_scenes(model: BoxInstanceModel, batch: dict[str, Any], cfg: Inferenc
         for b in range(batch["batch_size"])
     ]
     instances = predict_instances(
-        outputs, cfg.topk, cfg.score_threshold, sp_sizes, cfg.min_points, cfg.nms_iou
+        outputs, cfg.topk, cfg.score_threshold, sp_sizes, cfg.min_points, cfg.nms_iou, cfg.mask_threshold
     )
     preds = []
     for b, inst in enumerate(instances):

@@ -86,6 +86,12 @@ def _fail(command: str, message: object) -> NoReturn:
     default=None,
     help="Drop a mask overlapping a better one of its class by IoU > this; 0 = off (default: checkpoint's).",
 )
+@click.option(
+    "--mask-threshold",
+    type=click.FloatRange(min=0.0, max=1.0, min_open=True, max_open=True),
+    default=None,
+    help="Mask probability a superpoint needs to join an instance (default: checkpoint's).",
+)
 def predict(
     scans: tuple[Path, ...],
     checkpoint: Path,
@@ -96,6 +102,7 @@ def predict(
     topk: int | None,
     min_points: int | None,
     nms_iou: float | None,
+    mask_threshold: float | None,
 ) -> None:
     """Find object instances in SCANS (PLY meshes or xyz+rgb point clouds, binary or ASCII).
 
@@ -113,7 +120,11 @@ def predict(
     except ImportError as err:
         _fail("predict", err)
     options = predict_lib.PredictOptions(
-        score_threshold=score_threshold, topk=topk, min_points=min_points, nms_iou=nms_iou
+        score_threshold=score_threshold,
+        topk=topk,
+        min_points=min_points,
+        nms_iou=nms_iou,
+        mask_threshold=mask_threshold,
     )
     try:
         dev = resolve_device(device)

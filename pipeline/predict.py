@@ -69,6 +69,7 @@ class PredictOptions:
     topk: int | None = None  # candidates kept per scan (over query x class pairs)
     min_points: int | None = None  # drop masks with fewer vertices
     nms_iou: float | None = None  # same-class mask NMS threshold; 0 = off
+    mask_threshold: float | None = None  # mask probability a superpoint needs to join a mask
     superpoints: SuperpointConfig = DEFAULT_SUPERPOINTS  # used when the scan ships no segments
 
 
@@ -82,7 +83,7 @@ class TrainedModel:
     class_set: ClassSet
     voxel_size: float  # the training loader's voxel edge (metres)
     superpoints: str  # "dataset" | "computed": which superpoints the model was trained on
-    inference: dict[str, Any]  # topk, score_threshold, min_points, nms_iou
+    inference: dict[str, Any]  # topk, score_threshold, min_points, nms_iou, mask_threshold
 
 
 @dataclass
@@ -198,6 +199,10 @@ def inference_config(trained: TrainedModel, options: PredictOptions) -> Inferenc
         min_points=int(saved["min_points"] if options.min_points is None else options.min_points),
         # Model files written before NMS existed were evaluated without it: keep that behaviour.
         nms_iou=float(saved.get("nms_iou", 0.0) if options.nms_iou is None else options.nms_iou),
+        # Model files written before the threshold was a setting used 0.5.
+        mask_threshold=float(
+            saved.get("mask_threshold", 0.5) if options.mask_threshold is None else options.mask_threshold
+        ),
     )
 
 

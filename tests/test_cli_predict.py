@@ -190,7 +190,9 @@ def test_ascii_double_point_cloud_computes_superpoints(files: dict[str, Path], t
     assert code == 0, output
     cli = check_outputs(files["ascii"], tmp_path / "cli")
     assert cli["superpoints"] == "computed"
-    assert cli["inference"] == {"topk": 12, "score_threshold": 0.0, "min_points": 100, "nms_iou": 0.5}
+    assert cli["inference"] == {
+        "topk": 12, "score_threshold": 0.0, "min_points": 100, "nms_iou": 0.5, "mask_threshold": 0.5,
+    }  # fmt: skip
     assert "warning" not in output
 
     # The library call behind the command (no click) writes the same instances.
@@ -357,3 +359,20 @@ def test_model_file_without_nms_setting_predicts_without_nms(files: dict[str, Pa
     current = load_trained_model(files["model"], torch.device("cpu"))
     assert inference_config(current, PredictOptions()).nms_iou == 0.5
     assert inference_config(current, PredictOptions(nms_iou=0.0)).nms_iou == 0.0
+
+
+def test_mask_threshold_from_model_file_or_command_line(files: dict[str, Path], tmp_path: Path) -> None:
+    # Model files written before `inference.mask_threshold` existed used 0.5.
+    payload = torch.load(files["model"], weights_only=True)
+    older = tmp_path / "older.pt"
+    inference = {k: v for k, v in payload["inference"].items() if k != "mask_threshold"}
+    torch.save({**payload, "inference": inference}, older)
+    older_cfg = inference_config(load_trained_model(older, torch.device("cpu")), PredictOptions())
+    assert older_cfg.mask_threshold == 0.5
+    current = load_trained_model(files["model"], torch.device("cpu"))
+    assert inference_config(current, PredictOptions(mask_threshold=0.3)).mask_threshold == 0.3
+    code, output = run_cli(
+        "predict", files["ascii"], "--checkpoint", files["model"], "--out", tmp_path / "cli", *LOOSE,
+        "--mask-threshold", "1.0",
+    )  # fmt: skip
+    assert code != 0 and "--mask-threshold" in output, output

@@ -61,3 +61,12 @@ def test_section_and_flatten():
     with pytest.raises(ConfigError, match=r"a\.x"):
         section(params, "a.x.y")
     assert flatten(params) == {"a.b.c": 1, "d": 2}
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0, 1.5])
+def test_mask_threshold_outside_the_open_unit_interval_is_refused(bad):
+    from beep3d.engine import InferenceConfig
+
+    inference = {**section(load_params(REPO / "params.yaml"), "inference"), "mask_threshold": bad}
+    with pytest.raises(ConfigError, match="inference.*mask_threshold"):
+        build(InferenceConfig, inference, "inference")

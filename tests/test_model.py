@@ -353,6 +353,24 @@ def test_predict_instances_nms_only_removes_lower_scored_duplicates():
     torch.testing.assert_close(nms.scores, plain.scores[:2])
 
 
+def test_predict_instances_mask_threshold_decides_membership():
+    # One query, one class; mask probabilities 0.9, 0.6, 0.4, 0.1 over 4 superpoints.
+    probs = torch.tensor([0.9, 0.6, 0.4, 0.1])
+    outputs = {
+        "class_logits": [torch.tensor([[5.0, 0.0]])],
+        "mask_logits": [torch.logit(probs)[None]],
+        "score_logits": [torch.tensor([2.0])],
+    }
+    default = predict_instances(outputs, topk=1, score_threshold=0.0)[0]
+    loose = predict_instances(outputs, topk=1, score_threshold=0.0, mask_threshold=0.3)[0]
+    assert default.masks.tolist() == [[True, True, False, False]]
+    assert loose.masks.tolist() == [[True, True, True, False]]
+    # The score's mask term is the mean probability inside the mask, so it follows the threshold.
+    base = torch.tensor([5.0, 0.0]).softmax(0)[0] * torch.sigmoid(torch.tensor(2.0))
+    torch.testing.assert_close(default.scores, (base * 0.75)[None])
+    torch.testing.assert_close(loose.scores, (base * (0.9 + 0.6 + 0.4) / 3)[None])
+
+
 def test_a_few_steps_fit_a_fixed_batch():
     batch = make_batch(seed=4)
     model = new_model()

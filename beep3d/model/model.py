@@ -405,11 +405,12 @@ def predict_instances(
     sp_sizes: list[torch.Tensor] | None = None,
     min_points: int = 0,
     nms_iou: float = 0.0,
+    mask_threshold: float = 0.5,
 ) -> list[Instances]:
     """Final instances per scene from the last layer's predictions.
 
     Every (query, class) pair is a candidate (a query may stand for several classes); the top-k
-    by class probability are kept, their mask is sigmoid(mask logit) > 0.5, and their score is
+    by class probability are kept, their mask is sigmoid(mask logit) > mask_threshold, and their score is
         class prob x sigmoid(score logit) x mean mask probability inside the mask.
     Candidates with an empty mask, a score <= score_threshold or (when sp_sizes, the (S_b,)
     point counts per superpoint, are given) fewer than min_points points are dropped.
@@ -426,7 +427,7 @@ def predict_instances(
         top_prob, flat = probs.flatten().topk(k)  # (K,)
         query, classes = flat // n_classes, flat % n_classes
         mask_prob = mask_logits[query].sigmoid()  # (K, S_b)
-        masks = mask_prob > 0.5
+        masks = mask_prob > mask_threshold
         n_in = masks.sum(1)
         mask_score = (mask_prob * masks).sum(1) / n_in.clamp(min=1)
         scores = top_prob * score_logits[query].sigmoid() * mask_score
