@@ -68,5 +68,5 @@ def test_mask_threshold_outside_the_open_unit_interval_is_refused(bad):
     from beep3d.engine import InferenceConfig
 
     inference = {**section(load_params(REPO / "params.yaml"), "inference"), "mask_threshold": bad}
-    with pytest.raises(ConfigError, match="inference.*mask_threshold"):
+    with pytest.raises(ConfigError, match=r"inference.*mask_threshold"):
         build(InferenceConfig, inference, "inference")
