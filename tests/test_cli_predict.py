@@ -369,8 +369,11 @@ def test_mask_threshold_from_model_file_or_command_line(files: dict[str, Path], 
     torch.save({**payload, "inference": inference}, older)
     older_cfg = inference_config(load_trained_model(older, torch.device("cpu")), PredictOptions())
     assert older_cfg.mask_threshold == 0.5
-    current = load_trained_model(files["model"], torch.device("cpu"))
-    assert inference_config(current, PredictOptions(mask_threshold=0.3)).mask_threshold == 0.3
+    tuned = tmp_path / "tuned.pt"
+    torch.save({**payload, "inference": {**payload["inference"], "mask_threshold": 0.4}}, tuned)
+    tuned_model = load_trained_model(tuned, torch.device("cpu"))
+    assert inference_config(tuned_model, PredictOptions()).mask_threshold == 0.4
+    assert inference_config(tuned_model, PredictOptions(mask_threshold=0.3)).mask_threshold == 0.3
     code, output = run_cli(
         "predict", files["ascii"], "--checkpoint", files["model"], "--out", tmp_path / "cli", *LOOSE,
         "--mask-threshold", "1.0",
