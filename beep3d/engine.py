@@ -129,7 +129,7 @@ class InferenceConfig:
     score_threshold: float  # drop candidates scoring at or below this
     min_points: int  # drop masks with fewer original vertices (the ScanNet protocol ignores < 100)
     nms_iou: float  # same-class mask NMS: drop a mask overlapping a better one by IoU > this; 0 = off
-    mask_threshold: float = 0.5  # a superpoint joins a mask when sigmoid(mask logit) > this
+    mask_threshold: float  # a superpoint joins a mask when sigmoid(mask logit) > this
 
     def __post_init__(self) -> None:
         if not 0.0 < self.mask_threshold < 1.0:
