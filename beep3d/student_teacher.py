@@ -1,19 +1,25 @@
 """BEEP3D's box-supervised training step: the EMA teacher's pseudo-masks and the student's losses.
 
 Per batch (DESIGN section 1):
-1. Point split from the boxes: points in exactly one object box take it, points in no object box
-   are background, points in >= 2 boxes are ambiguous (`point_assignment_from_boxes`).
+1. Point split from the boxes, narrowed by the box prior (*ours*, `prior_boxes`): an object box
+   stays a candidate for a point only if it holds `prior_containment` of the point's superpoint
+   (annotators label whole segments, so a segment that sticks out of a box is not that box's),
+   and with `prior_objects_first` a point still inside an object box is not given to a wall/floor
+   box. Then points in exactly one object box take it, points in no object box are background,
+   points left with >= 2 boxes are ambiguous (`point_assignment_from_boxes`).
 2. Teacher view (no gradient, eval mode): with instance centre-based query refinement, one query
    per object box, its reference point at the box centre and its content pooled from the
-   superpoint features nearest to that centre; otherwise the teacher's learned queries, matched
-   to the boxes by the Hungarian matcher on the unambiguous points. Either way each object box
-   gets a row of mask probabilities rho over the scene's superpoints.
-3. Pseudo-masks: each ambiguous point goes to the containing object box whose row scores it
+   superpoint features nearest to that centre (or, with `model.box_query_inside`, from the
+   superpoints inside the box, attention and mask restricted to them); otherwise the teacher's
+   learned queries, matched to the boxes by the Hungarian matcher on the unambiguous points.
+   Either way each object box gets a row of mask probabilities rho over the scene's superpoints.
+3. Pseudo-masks: each ambiguous point goes to the candidate object box whose row scores it
    highest; a point whose best score is below `background_threshold` and that lies in a wall/floor
-   box becomes background (`teacher_resolver`); with `superpoint_vote`, each superpoint then takes
-   the majority of its points (as the box_heuristic baseline does). During the warm-up (the first
-   `pseudo_warmup_steps` steps) the teacher is not trusted and the smallest-box rule plus the
-   superpoint vote (the box_heuristic baseline) resolves the ambiguous points instead.
+   box becomes background (`teacher_resolver`; only where objects-first left a wall/floor box);
+   with `superpoint_vote`, each superpoint then takes the majority of its points (as the
+   box_heuristic baseline does). During the warm-up (the first `pseudo_warmup_steps` steps) the
+   teacher is not trusted and the box prior's rule (prior, smallest box, superpoint vote) resolves
+   the ambiguous points instead; with the prior off that is the box_heuristic baseline.
 4. Student losses (`student_losses`, every mode): the set-prediction criterion on the learned
    queries; the box-query loss (*ours*, weight `train.box_query_weight`): one query per target at
    its box's centre, decoded by the student in a separate pass and supervised one to one with
@@ -36,6 +42,7 @@ from beep3d.loss.consistency import masked_feature_consistency_loss, query_consi
 from beep3d.loss.criterion import Criterion
 from beep3d.loss.targets import (
     box_heuristic_targets,
+    box_prior_boxes,
     box_targets,
     point_assignment_from_boxes,
     superpoint_majority_vote,
@@ -48,8 +55,12 @@ from beep3d.model.model import BoxInstanceModel, SceneQueries
 class Beep3dConfig:
     """Switches and weights of the BEEP3D parts (params.yaml `train.beep3d`)."""
 
-    pseudo_masks: bool  # teacher resolves ambiguous points; False: smallest-box rule throughout
-    pseudo_warmup_steps: int  # steps before the teacher is trusted (smallest-box rule meanwhile)
+    pseudo_masks: bool  # teacher resolves ambiguous points; False: the box prior's rule throughout
+    pseudo_warmup_steps: int  # steps before the teacher is trusted (the box prior's rule meanwhile)
+    prior_containment: (
+        float  # *ours*: an object box must hold this fraction of a point's superpoint (0 = off)
+    )
+    prior_objects_first: bool  # *ours*: a point left inside an object box is not given to a wall/floor box
     background_threshold: (
         float  # below this best object probability, a point in a wall/floor box is background
     )
@@ -65,6 +76,8 @@ class Beep3dConfig:
     def __post_init__(self) -> None:
         if self.pseudo_warmup_steps < 0:
             raise ValueError(f"pseudo_warmup_steps must be >= 0, got {self.pseudo_warmup_steps}")
+        if not 0.0 <= self.prior_containment <= 1.0:
+            raise ValueError(f"prior_containment must be in [0, 1] (0 = off), got {self.prior_containment}")
         if not 0.0 <= self.background_threshold <= 1.0:
             raise ValueError(f"background_threshold must be in [0, 1], got {self.background_threshold}")
         for name in ("query_consistency_weight", "feature_consistency_weight"):
@@ -98,16 +111,19 @@ def object_boxes(supervision: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def box_center_queries(batch: dict[str, Any], boxes: list[torch.Tensor] | None = None) -> list[SceneQueries]:
-    """One query per box at its centre (normalised to the scene extent), content pooled there.
+    """One query per box at its centre, with the box's half size (both normalised to the scene
+    extent); the model pools its content near the centre or inside the box (`box_query_inside`).
 
     boxes: per scene the box indices to query, in order; None = every object box.
     """
     queries = []
     for b, sup in enumerate(batch["supervision"]):
         lo, hi = batch["scene_min"][b], batch["scene_max"][b]
+        extent = (hi - lo).clamp(min=1e-6)
         index = object_boxes(sup) if boxes is None else boxes[b]
         centre = sup["box_center"][index]  # (T', 3), augmented frame
-        queries.append(SceneQueries(pos=((centre - lo) / (hi - lo).clamp(min=1e-6)).clamp(0.0, 1.0)))
+        half = sup["box_size"][index].reshape(-1, 3) / 2  # (T', 3)
+        queries.append(SceneQueries(pos=((centre - lo) / extent).clamp(0.0, 1.0), half_size=half / extent))
     return queries
 
 
@@ -150,19 +166,30 @@ def teacher_view(
     return TeacherView(probs, content, valid, sp_feats)
 
 
+def prior_boxes(supervision: dict[str, torch.Tensor], cfg: Beep3dConfig) -> torch.Tensor:
+    """(P, T) bool: the boxes each point may take under the configured box prior."""
+    return box_prior_boxes(supervision, cfg.prior_containment, cfg.prior_objects_first)
+
+
+def prior_targets(supervision: dict[str, torch.Tensor], cfg: Beep3dConfig) -> dict[str, torch.Tensor]:
+    """Targets without the teacher: the box prior, then the smallest box and the superpoint vote."""
+    return box_heuristic_targets(supervision, cfg.prior_containment, cfg.prior_objects_first)
+
+
 def pseudo_assignment(
-    supervision: dict[str, torch.Tensor], box_prob: torch.Tensor, cfg: Beep3dConfig
+    supervision: dict[str, torch.Tensor], box_prob: torch.Tensor, cfg: Beep3dConfig, vote: bool | None = None
 ) -> torch.Tensor:
-    """(P,) per-point assignment with the ambiguous points resolved by the teacher's (T_obj, S)
-    rows, then (superpoint_vote) each superpoint's majority."""
-    point_in_box, is_bg = supervision["point_in_box"], supervision["box_is_background"]
+    """(P,) per-point assignment: the box prior narrows each point's boxes, the teacher's
+    (T_obj, S) rows resolve the points still ambiguous, then (vote, default `superpoint_vote`)
+    each superpoint takes its points' majority."""
+    point_in_box, is_bg = prior_boxes(supervision, cfg), supervision["box_is_background"]
     assigned, _ = point_assignment_from_boxes(point_in_box, is_bg)
     full = box_prob.new_zeros(len(is_bg), box_prob.shape[1])  # (T, S), background rows unused
     full[object_boxes(supervision)] = box_prob
     resolved = teacher_resolver(
         point_in_box, is_bg, assigned, full, supervision["superpoint"], cfg.background_threshold
     )
-    if cfg.superpoint_vote:
+    if cfg.superpoint_vote if vote is None else vote:
         resolved = superpoint_majority_vote(resolved, supervision["superpoint"])
     return resolved
 
@@ -173,7 +200,7 @@ def beep3d_targets(
     """Targets of every scene: teacher pseudo-masks when a view is given and pseudo-masks are on,
     else the smallest-box rule + superpoint vote. Rows are the object boxes in box order."""
     if view is None or not cfg.pseudo_masks:
-        return [box_heuristic_targets(sup) for sup in batch["supervision"]]
+        return [prior_targets(sup, cfg) for sup in batch["supervision"]]
     return [
         box_targets(pseudo_assignment(sup, prob, cfg), sup)
         for sup, prob in zip(batch["supervision"], view.box_prob, strict=True)

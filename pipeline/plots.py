@@ -32,9 +32,11 @@ DARK_GREY = (0.45, 0.45, 0.45, 1.0)  # highlighted points that belong to no inst
 # decoder layer, the box-query loss and the BEEP3D consistency losses.
 LOSS_KEYS = ("total", "cls", "bce", "dice", "center", "score", "boxq/total", "qc", "mfc")
 RESOLVER_LABELS = {
-    "teacher": "teacher pseudo-masks",
+    "teacher": "teacher pseudo-masks (box prior + teacher + vote)",
+    "teacher_alone": "teacher without the vote (box prior + teacher)",
+    "box_prior": "box prior + smallest box + vote (no teacher)",
     "smallest_box": "smallest-box rule",
-    "box_heuristic": "box heuristic (+ superpoint vote)",
+    "box_heuristic": "box heuristic (smallest box + vote)",
 }
 
 

@@ -58,7 +58,8 @@ RUN_METRICS = (
     ("evaluate/val_AP50", "AP50"),
     ("evaluate/val_AP25", "AP25"),
     ("last/pseudo_teacher_iou_ambiguous", "teacher IoU amb."),
-    ("last/pseudo_smallest_box_iou_ambiguous", "smallest-box IoU amb."),
+    ("last/pseudo_box_prior_iou_ambiguous", "box prior IoU amb."),
+    ("last/pseudo_box_heuristic_iou_ambiguous", "box heuristic IoU amb."),
 )
 
 
@@ -422,15 +423,19 @@ def pseudo_quality_section(evaluations: dict[str, dict[str, Any]], mode: str) ->
         md_table(header, rows),
     ]
     last = evaluations.get("last", {})
-    teacher, smallest = (
-        _finite(last.get("pseudo_teacher_iou_ambiguous")),
-        _finite(last.get("pseudo_smallest_box_iou_ambiguous")),
-    )
-    if teacher is not None and smallest is not None:
-        out += [
-            "",
-            f"Teacher minus smallest-box rule on ambiguous points (last evaluation): {teacher - smallest:+.3f}.",
-        ]
+    comparisons = [  # like with like: with the vote against with the vote, alone against alone
+        ("teacher", "box_heuristic", "Teacher + vote minus the box heuristic (smallest box + vote)"),
+        ("teacher", "box_prior", "Teacher + vote minus the box prior without the teacher (+ vote)"),
+        ("teacher_alone", "smallest_box", "Teacher alone minus the smallest-box rule alone"),
+    ]
+    lines = []
+    for ours, theirs, text in comparisons:
+        a = _finite(last.get(f"pseudo_{ours}_iou_ambiguous"))
+        b = _finite(last.get(f"pseudo_{theirs}_iou_ambiguous"))
+        if a is not None and b is not None:
+            lines.append(f"- {text}, ambiguous points (last evaluation): {a - b:+.3f}.")
+    if lines:
+        out += ["", *lines]
     elif mode != "beep3d":
         out += ["", f"Mode `{mode}` has no EMA teacher: only the box rules are measured."]
     return "\n".join(out)

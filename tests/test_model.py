@@ -20,7 +20,7 @@ from beep3d.model import (
     pool_superpoints,
     predict_instances,
 )
-from beep3d.model.decoder import attention_blocks, fourier_embed
+from beep3d.model.decoder import OUTSIDE_REGION_LOGIT, attention_blocks, fourier_embed
 from pipeline.config import build
 
 TINY = ModelConfig(
@@ -260,6 +260,41 @@ def test_masked_attention_hides_superpoints_outside_the_previous_mask():
         out_noisy = layer(content[None], x_pos, ref[None], None, noisy, sp_pos, None, blocked)
         torch.testing.assert_close(out[0, q], out_noisy[0, q])
         assert not torch.allclose(out, out_noisy)  # the other queries do see them
+
+
+def test_box_queries_inside_see_and_segment_only_their_box():
+    """box_query_inside: a lone box query's output is blind to every superpoint outside its box
+    (memory and mask features there may change arbitrarily), its mask is "surely not" there, its
+    content is the mean memory inside; learned queries next to it still look everywhere."""
+    batch = make_batch(seed=3, n_scenes=1)
+    model = new_model(dataclasses.replace(TINY, box_query_inside=True, masked_attention=True), seed=1).train()
+    with torch.no_grad():
+        enc = model.encode(batch)
+        sp_pos = (enc.sp_xyz - enc.lo[0]) / enc.extent[0]  # (S, 3) in [0, 1]
+        centre, half = torch.full((1, 3), 0.4), torch.full((1, 3), 0.25)
+        inside = ((sp_pos - centre).abs() <= half).all(dim=1)  # (S,)
+        assert inside.any() and not inside.all()
+        box = [SceneQueries(centre, half_size=half)]
+        out = model.decode(enc, box)
+        assert bool((out["mask_logits"][0][0, ~inside] == OUTSIDE_REGION_LOGIT).all())
+        assert bool((out["mask_logits"][0][0, inside] != OUTSIDE_REGION_LOGIT).all())
+        noisy = enc._replace(memory=enc.memory.clone(), mask_feats=enc.mask_feats.clone())
+        noisy.memory[~inside] += 100.0
+        noisy.mask_feats[~inside] -= 50.0
+        out_noisy = model.decode(noisy, box)
+        for key in ("class_logits", "mask_logits", "query_content", "centers"):
+            torch.testing.assert_close(out[key][0], out_noisy[key][0])
+        content, _ = model._queries(box, False, enc.memory, enc.sp_xyz, enc.scenes, enc.lo, enc.extent,
+                                    model._regions(box, False, [sp_pos]))  # fmt: skip
+        torch.testing.assert_close(content[0][0], enc.memory[inside].mean(dim=0))
+        # Without a half size (a point query) or with the option off, the box changes nothing.
+        plain = new_model(dataclasses.replace(TINY, masked_attention=True), seed=1).train()
+        torch.testing.assert_close(
+            plain.decode(enc, box)["mask_logits"][0],
+            plain.decode(enc, [SceneQueries(centre)])["mask_logits"][0],
+        )
+        both = model.decode(enc, box, include_learned=True)
+        assert not bool((both["mask_logits"][0][: TINY.n_queries] == OUTSIDE_REGION_LOGIT).any())
 
 
 def test_knn_pool_averages_the_nearest_superpoints():

@@ -128,6 +128,8 @@ def history_rows(epochs: int = 2, steps_per_epoch: int = 4) -> list[dict]:
                 "pseudo_teacher_iou_all": 0.7, "pseudo_teacher_iou_ambiguous": 0.55 + 0.01 * epoch,
                 "pseudo_smallest_box_iou_all": 0.72, "pseudo_smallest_box_iou_ambiguous": 0.5,
                 "pseudo_box_heuristic_iou_all": 0.8, "pseudo_box_heuristic_iou_ambiguous": 0.7,
+                "pseudo_teacher_alone_iou_all": 0.68, "pseudo_teacher_alone_iou_ambiguous": 0.52,
+                "pseudo_box_prior_iou_all": 0.82, "pseudo_box_prior_iou_ambiguous": 0.75,
             }
         )  # fmt: skip
     return rows
@@ -220,8 +222,20 @@ def test_report_has_every_section_figure_and_table(tmp_path: Path, processed: Pa
     assert "| box_heuristic | 1 (0) | 0.200 (n=1) |" in text
 
     # 3. pseudo-mask quality at the last (epoch 2) and best evaluation
-    assert "| teacher pseudo-masks | 0.700 | 0.560 | 0.700 | 0.560 |" in text
-    assert "(last evaluation): +0.060" in text
+    assert "| teacher pseudo-masks (box prior + teacher + vote) | 0.700 | 0.560 | 0.700 | 0.560 |" in text
+    assert "| box prior + smallest box + vote (no teacher) | 0.820 | 0.750 | 0.820 | 0.750 |" in text
+    # like with like: each difference names both sides
+    assert (
+        "Teacher + vote minus the box heuristic (smallest box + vote), ambiguous points (last evaluation): -0.140."
+        in text
+    )
+    assert (
+        "Teacher + vote minus the box prior without the teacher (+ vote), ambiguous points (last evaluation): -0.190."
+        in text
+    )
+    assert (
+        "Teacher alone minus the smallest-box rule alone, ambiguous points (last evaluation): +0.020." in text
+    )
 
     # 4. dataset counts from scenes.parquet and stats.json
     points = {sid: len(s["xyz"]) for sid, (_, s) in default_scenes().items()}
@@ -263,10 +277,11 @@ def test_report_has_every_section_figure_and_table(tmp_path: Path, processed: Pa
     ]
     pseudo = (paths.plots / "pseudo_iou.csv").read_text().splitlines()
     assert pseudo[0] == (
-        "epoch,step,teacher_all,teacher_ambiguous,smallest_box_all,smallest_box_ambiguous,"
+        "epoch,step,teacher_all,teacher_ambiguous,teacher_alone_all,teacher_alone_ambiguous,"
+        "box_prior_all,box_prior_ambiguous,smallest_box_all,smallest_box_ambiguous,"
         "box_heuristic_all,box_heuristic_ambiguous"
     )
-    assert pseudo[2] == "2,8,0.7,0.56,0.72,0.5,0.8,0.7"
+    assert pseudo[2] == "2,8,0.7,0.56,0.68,0.52,0.82,0.75,0.72,0.5,0.8,0.7"
 
 
 def test_stage_refuses_evaluated_scenes_from_the_training_split(

@@ -18,6 +18,7 @@ from beep3d.data.boxes import extract_boxes
 from beep3d.eval.pseudo_masks import instance_ious
 from beep3d.loss.consistency import masked_feature_consistency_loss, query_consistency_loss
 from beep3d.loss.targets import BACKGROUND, UNKNOWN, point_assignment_from_boxes, teacher_resolver
+from beep3d.student_teacher import Beep3dConfig
 from pipeline.config import build
 from pipeline.training import RunConfig, train
 
@@ -50,6 +51,29 @@ def test_teacher_resolver_picks_the_best_containing_box_and_lets_background_comp
     assert assigned.tolist() == [UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN, 1, BACKGROUND]
     out = teacher_resolver(point_in_box, is_bg, assigned, prob, superpoint, 0.5)
     assert out.tolist() == [1, BACKGROUND, 0, 1, 1, BACKGROUND]
+
+
+def test_the_box_prior_bounds_what_the_teacher_may_choose() -> None:
+    """The teacher resolves only what the box prior leaves open: it cannot give a superpoint to an
+    object box the superpoint sticks out of, nor (objects first) an object point to a floor box."""
+    from test_targets import two_box_scene
+
+    from beep3d.student_teacher import pseudo_assignment
+
+    sup, _ = two_box_scene()  # boxes A (0), B (1), floor (2); superpoints 0..3
+    cfg = build(Beep3dConfig, yaml.safe_load((REPO / "params.yaml").read_text())["train"]["beep3d"], "b")
+    cfg = dataclasses.replace(cfg, superpoint_vote=False, prior_containment=1.0, prior_objects_first=True)
+    # The teacher prefers A everywhere, and scores B low enough that the floor would win point 4.
+    prob = torch.tensor([[0.9, 0.9, 0.9, 0.9], [0.2, 0.2, 0.2, 0.2]])  # (object boxes, superpoints)
+    free = dataclasses.replace(cfg, prior_containment=0.0, prior_objects_first=False)
+    assert pseudo_assignment(sup, prob, free).tolist() == [0, 0, 0, 1, BACKGROUND, BACKGROUND, 0]
+    # Superpoint 1 sticks out of A: B; superpoint 3 lies in both: the teacher's A. Superpoint 2
+    # sticks out of B: its point 4 is left with the floor box alone.
+    assert pseudo_assignment(sup, prob, cfg).tolist() == [0, 0, 1, 1, BACKGROUND, BACKGROUND, 0]
+    inside_b = dataclasses.replace(cfg, prior_containment=0.5)  # B holds half of superpoint 2
+    assert pseudo_assignment(sup, prob, inside_b)[4] == 1  # objects first: B, not the floor
+    off = dataclasses.replace(inside_b, prior_objects_first=False)
+    assert pseudo_assignment(sup, prob, off)[4] == BACKGROUND  # B scores 0.2 < 0.5: the floor wins
 
 
 def test_consistency_losses_vanish_on_agreement_and_train_only_the_student() -> None:

@@ -11,12 +11,16 @@ from beep3d.data.boxes import Boxes, points_in_boxes, smallest_box_assignment
 from beep3d.loss.targets import (
     BACKGROUND,
     UNKNOWN,
+    box_heuristic_assignment,
     box_heuristic_targets,
     box_targets,
     box_volume,
     full_targets,
     point_assignment_from_boxes,
+    prefer_object_boxes,
+    restrict_to_containing_boxes,
     smallest_box_resolver,
+    superpoint_box_fraction,
     superpoint_majority_vote,
 )
 
@@ -162,3 +166,51 @@ def test_resolver_agrees_with_the_reference_smallest_box_rule() -> None:
     assert int(ambiguous.sum()) > 100  # the comparison covers many ambiguous points
     resolved = smallest_box_resolver(inside_t, torch.from_numpy(boxes.volume), is_bg, assigned)
     assert np.array_equal(resolved.numpy(), reference)
+
+
+def test_containment_drops_boxes_a_superpoint_sticks_out_of() -> None:
+    # Superpoint 1 (x = 2, 3) sticks out of box A at x = 3 and lies wholly in B: A is dropped
+    # for both its points; superpoint 3 (x = 2) lies in A and B: both stay.
+    sup, _ = two_box_scene()
+    is_bg, sp = sup["box_is_background"], sup["superpoint"]
+    fraction = superpoint_box_fraction(sup["point_in_box"], sp)
+    assert fraction[1].tolist() == [0.5, 1.0, 0.0] and fraction[3].tolist() == [1.0, 1.0, 0.0]
+    kept = restrict_to_containing_boxes(sup["point_in_box"], is_bg, sp, 1.0)
+    assert kept[2].tolist() == [False, True, False] and kept[6].tolist() == [True, True, False]
+    # Superpoint 2 (x = 4, 5) sticks out of B (x = 5) and lies in no other object box, but point
+    # 4 is also in the floor box: it goes to the floor box alone.
+    assert kept[4].tolist() == [False, False, True]
+    assert torch.equal(restrict_to_containing_boxes(sup["point_in_box"], is_bg, sp, 0.0), sup["point_in_box"])
+    # At 0.5, A holds half of superpoint 1: it stays.
+    assert restrict_to_containing_boxes(sup["point_in_box"], is_bg, sp, 0.5)[2].tolist() == [
+        True,
+        True,
+        False,
+    ]
+
+
+def test_containment_keeps_object_boxes_when_no_box_would_be_left() -> None:
+    # One point in object box 0 only, its superpoint mostly outside: no prior, the box stays.
+    point_in_box = torch.tensor([[True], [False], [False]])
+    kept = restrict_to_containing_boxes(point_in_box, torch.tensor([False]), torch.tensor([0, 0, 0]), 1.0)
+    assert kept.tolist() == [[True], [False], [False]]
+
+
+def test_objects_first_takes_wall_and_floor_boxes_away_from_object_points() -> None:
+    point_in_box = torch.tensor([[1, 0, 1], [0, 0, 1], [1, 1, 1]], dtype=torch.bool)
+    is_bg = torch.tensor([False, False, True])
+    kept = prefer_object_boxes(point_in_box, is_bg)
+    assert kept.tolist() == [[True, False, False], [False, False, True], [True, True, False]]
+
+
+def test_box_prior_fixes_what_the_smallest_box_rule_gets_wrong() -> None:
+    # Classic rule: point 2 (in A and B) goes to the smaller box A, and the vote then ties its
+    # superpoint 1 between A and B and gives it A, the lower index. The containment prior knows
+    # superpoint 1 sticks out of A, so it goes to B (its truth). Superpoint 2 sticks out of B: its
+    # point 4 keeps only the floor box, background under both rules.
+    sup, _ = two_box_scene()
+    classic = box_heuristic_assignment(sup)
+    prior = box_heuristic_assignment(sup, containment=1.0, objects_first=True)
+    assert classic.tolist() == [0, 0, 0, 0, BACKGROUND, BACKGROUND, 0]
+    assert prior.tolist() == [0, 0, 1, 1, BACKGROUND, BACKGROUND, 0]
+    assert torch.equal(box_heuristic_targets(sup)["masks"], box_targets(classic, sup)["masks"])

@@ -10,9 +10,14 @@ the ground truth a true mask (points of instance k). We report the mean instance
                       one other box), over instances that have any ambiguous point in either mask:
                       the part of the mask that box supervision leaves open,
 
-for each resolver: the teacher (when given, as configured: with its superpoint vote if on), the smallest-box rule (ambiguous points to the
-smallest containing box, wall/floor boxes competing) and the box_heuristic baseline (smallest box
-then superpoint majority vote).
+for each resolver, like compared with like:
+
+    teacher        the teacher as configured (box prior, teacher, superpoint vote if on);
+    teacher_alone  the same without the superpoint vote;
+    box_prior      the box prior with the smallest box and the vote instead of the teacher (what
+                   training uses during the warm-up, and what the teacher has to beat);
+    smallest_box   the classic smallest-box rule alone (wall/floor boxes competing);
+    box_heuristic  the classic rule with the vote: the box_heuristic baseline.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import torch
 
 from beep3d.loss.criterion import Criterion
 from beep3d.loss.targets import (
+    box_heuristic_assignment,
     box_volume,
     point_assignment_from_boxes,
     smallest_box_resolver,
@@ -33,7 +39,7 @@ from beep3d.loss.targets import (
 from beep3d.model.model import BoxInstanceModel
 from beep3d.student_teacher import Beep3dConfig, TeacherView, object_boxes, pseudo_assignment, teacher_view
 
-RESOLVERS = ("teacher", "smallest_box", "box_heuristic")
+RESOLVERS = ("teacher", "teacher_alone", "box_prior", "smallest_box", "box_heuristic")
 
 
 def instance_ious(
@@ -85,9 +91,11 @@ def pseudo_mask_quality(
             resolved = {
                 "smallest_box": smallest,
                 "box_heuristic": superpoint_majority_vote(smallest, sup["superpoint"]),
+                "box_prior": box_heuristic_assignment(sup, cfg.prior_containment, cfg.prior_objects_first),
             }
             if view is not None:
                 resolved["teacher"] = pseudo_assignment(sup, view.box_prob[b], cfg)
+                resolved["teacher_alone"] = pseudo_assignment(sup, view.box_prob[b], cfg, vote=False)
             for name, assigned in resolved.items():
                 all_ious, amb_ious = instance_ious(assigned, instance, sup, ambiguous)
                 ious[f"{name}_iou_all"] += all_ious

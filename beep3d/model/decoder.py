@@ -155,17 +155,34 @@ class DecoderLayer(nn.Module):
 
 
 @torch.no_grad()
-def attention_blocks(mask_logits: torch.Tensor, memory_pad: torch.Tensor | None) -> torch.Tensor:
-    """Masked attention: (B, Q, S) mask logits -> (B, Q, S) bool, True where a query must not look.
+def attention_blocks(
+    mask_logits: torch.Tensor | None, memory_pad: torch.Tensor | None, region: torch.Tensor | None = None
+) -> torch.Tensor | None:
+    """Where each query must not look: (B, Q, S) bool, True = blocked; None = nowhere.
 
-    A query looks only inside its predicted mask (sigmoid > 0.5); a query whose mask is empty
-    (over the real, unpadded superpoints) looks everywhere rather than at nothing.
+    mask_logits: (B, Q, S) with masked attention, a query looks only inside its predicted mask
+    (sigmoid > 0.5); None without. region: (B, Q, S) bool, True where a query may look at all
+    (a box query's box); None = everywhere. A query left with nothing to look at (over the real,
+    unpadded superpoints) looks at its whole region rather than at nothing.
     """
-    blocked = mask_logits < 0  # sigmoid < 0.5
+    if mask_logits is None and region is None:
+        return None
+    outside = None if region is None else ~region
+    if memory_pad is not None and outside is not None:
+        outside = outside | memory_pad[:, None, :]
+    blocked = mask_logits < 0 if mask_logits is not None else torch.zeros_like(outside)  # sigmoid < 0.5
+    if outside is not None:
+        blocked = blocked | outside
     if memory_pad is not None:
         blocked = blocked | memory_pad[:, None, :]
     empty = blocked.all(dim=-1, keepdim=True)  # (B, Q, 1)
-    return blocked & ~empty
+    if outside is None:
+        return blocked & ~empty
+    return torch.where(empty, outside, blocked)
+
+
+# Mask logit of a superpoint outside a box query's region: sigmoid(-12) ~ 6e-6, "surely not".
+OUTSIDE_REGION_LOGIT = -12.0
 
 
 class QueryDecoder(nn.Module):
@@ -257,17 +274,24 @@ class QueryDecoder(nn.Module):
         mask_feats: torch.Tensor,  # (B, S, d)
         memory_pos: torch.Tensor,  # (B, S, 3) in [0, 1]
         memory_pad: torch.Tensor | None,  # (B, S) bool, True = padding; None = no padding
+        region: torch.Tensor | None = None,  # (B, Q, S) bool, where each query may look; None = anywhere
     ) -> list[dict[str, torch.Tensor]]:
-        """One dict of padded predictions per layer, first layer first (see `_heads` for keys)."""
+        """One dict of padded predictions per layer, first layer first (see `_heads` for keys).
+
+        With a region, a query attends only to the superpoints inside it and its mask logits
+        outside it are `OUTSIDE_REGION_LOGIT` (no gradient there): a box query segments its box.
+        """
         outputs = []
         x = content
         # The mask before the first layer comes from the input queries themselves.
         mask_logits = self._mask_logits(self.head_norm(x), mask_feats) if self.masked_attention else None
         for layer in self.layers:
             x_pos = self.pos_embed(fourier_embed(ref, self.pos_freqs))
-            blocked = None if mask_logits is None else attention_blocks(mask_logits, memory_pad)
+            blocked = attention_blocks(mask_logits, memory_pad, region)
             x = layer(x, x_pos, ref, query_pad, memory, memory_pos, memory_pad, blocked)
             out = self._heads(x, ref, mask_feats)
+            if region is not None:
+                out["mask_logits"] = out["mask_logits"].masked_fill(~region, OUTSIDE_REGION_LOGIT)
             mask_logits = out["mask_logits"] if self.masked_attention else None
             outputs.append(out)
             # The next layer starts from the refined point without a gradient path through it

@@ -66,6 +66,10 @@ class ModelConfig:
     num_classes: int = 18  # object classes C; the class head adds one "no object" output
     rpe_hidden: int = 16  # hidden width of the relative-position bias MLP (memory ~ Q x S x this)
     query_pool_k: int = 8  # superpoints averaged to give an external query its content
+    # *Ours*: a box query (one given with its box's size) pools its content from the superpoints
+    # inside its box, attends only to them and predicts its mask only over them; False: content
+    # from the query_pool_k superpoints nearest to its centre, attention and mask anywhere.
+    box_query_inside: bool = False
     masked_attention: bool = False  # cross-attention only inside the previous layer's mask (Mask2Former)
     query_init: str = (
         "learned"  # learned (N_Q learned reference points) | fps (superpoints by farthest point sampling)
@@ -131,11 +135,15 @@ class SceneQueries:
 
     pos: (Q', 3) reference points normalised to the scene extent ([0, 1]^3).
     content: (Q', d) content vectors, or None to pool them from the k = query_pool_k superpoints
-        nearest to each point (`knn_pool` on the decoder memory, distances in metres).
+        nearest to each point (`knn_pool` on the decoder memory, distances in metres), or with
+        `box_query_inside` and a half_size, from the superpoints inside the box.
+    half_size: (Q', 3) half the box's extent, normalised like pos: the query stands for the box
+        pos +- half_size (used with `ModelConfig.box_query_inside`); None = a point query.
     """
 
     pos: torch.Tensor
     content: torch.Tensor | None = None
+    half_size: torch.Tensor | None = None
 
 
 def pool_superpoints(
@@ -284,13 +292,22 @@ class BoxInstanceModel(nn.Module):
         scenes, lo, extent = enc.scenes, enc.lo, enc.extent
         # Superpoint centroids normalised to the scene box, like the reference points: (S_b, 3).
         sp_pos = [(enc.sp_xyz[s] - lo[b]) / extent[b] for b, s in enumerate(scenes)]
-        content, ref = self._queries(queries, include_learned, enc.memory, enc.sp_xyz, scenes, lo, extent)
+        regions = self._regions(queries, include_learned, sp_pos)  # per scene (Q_b, S_b) bool or None
+        content, ref = self._queries(
+            queries, include_learned, enc.memory, enc.sp_xyz, scenes, lo, extent, regions
+        )
 
         content_p, query_pad = _pad(content)  # (B, Q_max, d), (B, Q_max) or None
         memory_p, memory_pad = _pad([enc.memory[s] for s in scenes])  # (B, S_max, d), (B, S_max) or None
+        region_p = None
+        if regions is not None:  # (B, Q_max, S_max); padding rows and columns are outside
+            region_p = content_p.new_zeros(content_p.shape[:2] + memory_p.shape[1:2], dtype=torch.bool)
+            for b, r in enumerate(regions):
+                region_p[b, : r.shape[0], : r.shape[1]] = r
         layers = self.decoder(
             content_p, _pad(ref)[0], query_pad,
             memory_p, _pad([enc.mask_feats[s] for s in scenes])[0], _pad(sp_pos)[0], memory_pad,
+            region_p,
         )  # fmt: skip
         n_q = [len(c) for c in content]
         n_s = [s.stop - s.start for s in scenes]
@@ -302,6 +319,25 @@ class BoxInstanceModel(nn.Module):
             "voxel_feats": enc.voxel_feats,
         }
 
+    def _regions(
+        self, queries: list[SceneQueries] | None, include_learned: bool, sp_pos: list[torch.Tensor]
+    ) -> list[torch.Tensor] | None:
+        """Per scene (Q_b, S_b) bool, the superpoints each query may look at (`box_query_inside`):
+        for a box query those whose centroid lies in its box (all of them if none does), for
+        every other query all; None when no query of the batch is a box query."""
+        if not self.cfg.box_query_inside or queries is None or all(q.half_size is None for q in queries):
+            return None
+        n_learned = self.cfg.n_queries if include_learned else 0
+        regions = []
+        for q, pos in zip(queries, sp_pos, strict=True):
+            region = torch.ones(n_learned + len(q.pos), len(pos), dtype=torch.bool, device=pos.device)
+            if q.half_size is not None:
+                inside = ((pos[None] - q.pos[:, None]).abs() <= q.half_size[:, None] + 1e-6).all(dim=-1)
+                inside[~inside.any(dim=1)] = True  # an empty box looks everywhere
+                region[n_learned:] = inside
+            regions.append(region)
+        return regions
+
     def _queries(
         self,
         queries: list[SceneQueries] | None,
@@ -311,6 +347,7 @@ class BoxInstanceModel(nn.Module):
         scenes: list[slice],
         lo: torch.Tensor,
         extent: torch.Tensor,
+        regions: list[torch.Tensor] | None = None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per scene (content (Q_b, d), reference points (Q_b, 3)): the model's own queries
         (`query_init`), external ones, or both."""
@@ -325,7 +362,10 @@ class BoxInstanceModel(nn.Module):
             if q.pos.ndim != 2 or q.pos.shape[1] != 3:
                 raise ValueError(f"scene {b}: external query pos must be (Q', 3), got {tuple(q.pos.shape)}")
             content = q.content
-            if content is None:
+            if content is None and regions is not None and q.half_size is not None:
+                inside = regions[b][len(regions[b]) - len(q.pos) :].to(memory.dtype)  # (Q', S_b)
+                content = (inside @ memory[s]) / inside.sum(dim=1, keepdim=True)  # mean inside the box
+            elif content is None:
                 metres = lo[b] + q.pos * extent[b]  # (Q', 3)
                 content = knn_pool(memory[s], sp_xyz[s], metres, self.cfg.query_pool_k)
             elif content.shape != (len(q.pos), self.cfg.d_model):
