@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 import uuid
 import zipfile
 import zlib
@@ -26,7 +25,7 @@ from pathlib import Path, PurePosixPath
 from beep3d.data.s3dis import AREA_RE, S3DIS_ROOT_NAME, list_rooms
 from beep3d.data.scannet import LABEL_MAP_NAME, SPLITS, read_label_map, read_splits, scene_files, split_file
 from beep3d.errors import DataError
-from beep3d.io import atomic_path
+from beep3d.io import atomic_path, make_temp_dir
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ def prepare_s3dis(source: Path, out_dir: Path) -> Path:
         raise DataError(
             "S3DIS source is neither a folder nor a readable zip archive (truncated download?)", path=source
         )
-    tmp = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=out_dir))
+    tmp = make_temp_dir(out_dir, PARTIAL_PREFIX)
     try:
         if source.is_dir():
             if tmp.resolve().is_relative_to(src_root.resolve()):
