@@ -316,10 +316,12 @@ def train(
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{losses['total']:.3f}")
-        epoch_seconds = time.perf_counter() - started
+        # Wall-clock time goes to the tracker only: the history is a DVC output, and a time in it
+        # would give every run of the same params a new hash.
+        sink({"epoch_seconds": time.perf_counter() - started}, step)
         if t.eval_every and (epoch + 1) % t.eval_every == 0 and ranks.is_main:
             metrics = run.evaluate()
-            history.append({"step": step, "epoch": epoch, "epoch_seconds": epoch_seconds, **metrics})
+            history.append({"step": step, "epoch": epoch, **metrics})
             sink(metrics, step)
             log(f"epoch {epoch + 1}/{t.epochs}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
             if best is None or metrics["val_student_mAP"] > best["metrics"]["val_student_mAP"]:
@@ -368,7 +370,7 @@ def evaluation_summary(history: list[dict[str, Any]], headline: str) -> dict[str
     if not evals:
         return {"headline": headline}
     best = max(evals, key=lambda row: row["val_student_mAP"])  # first maximum: earliest epoch
-    keep = lambda row: {k: v for k, v in row.items() if k not in ("step", "epoch_seconds")}  # noqa: E731
+    keep = lambda row: {k: v for k, v in row.items() if k != "step"}  # noqa: E731
     return {"headline": headline, "last": keep(evals[-1]), "best": keep(best)}
 
 
