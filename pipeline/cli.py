@@ -1,5 +1,6 @@
-"""The `beep3d` console command: `beep3d predict` (a trained model on one's own scan) and
-`beep3d doctor` (is torch + spconv + the device in working order?).
+"""The `beep3d` console command: `beep3d predict` (a trained model on one's own scan), `beep3d
+evaluate` (predictions scored against one's own labelled scenes) and `beep3d doctor` (is torch +
+spconv + the device in working order?).
 
 Torch models and spconv are imported inside the commands, not here: `beep3d --help` stays
 instant, and `doctor` can report a broken spconv install instead of dying on the import.
@@ -197,6 +198,77 @@ def predict(
         for what, reason in failures:
             click.echo(f"  {what}: {' '.join(reason.split())}", err=True)
         sys.exit(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate
+
+
+@main.command(short_help="Score predictions against your own labelled ScanNet-layout scenes.")
+@click.argument("predictions", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--gt",
+    "gt_root",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="ScanNet-layout folder with the labelled scenes: scans/<scene>/ (mesh, segs.json, "
+    "aggregation.json, <scene>.txt) and scannetv2-labels.combined.tsv.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "json", "submission"]),
+    default="auto",
+    show_default=True,
+    help="json: beep3d predict's *_instances.json; submission: the ScanNet benchmark format "
+    "(<scene>.txt + predicted_masks/); auto: whichever the folder holds.",
+)
+@click.option(
+    "--split",
+    default=None,
+    help="Score every scene of the GT folder's scannetv2_<SPLIT>.txt (each needs a prediction). "
+    "Default: every scene that has a prediction.",
+)
+@click.option(
+    "--metrics",
+    "metrics_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the scores as JSON (the shape of reports/metrics.json's 'val').",
+)
+def evaluate(
+    predictions: Path, gt_root: Path, fmt: str, split: str | None, metrics_path: Path | None
+) -> None:
+    """Score the predictions in PREDICTIONS with the ScanNet protocol, on every mesh vertex, against
+    the annotation in --gt, and print the report's tables (mAP / AP50 / AP25, then per class)."""
+    from beep3d.classes import SCANNET
+    from beep3d.eval import to_jsonable
+    from beep3d.io import write_json_atomic
+    from pipeline.report import per_class_table, scores_table
+    from pipeline.scoring import score_folder
+
+    try:
+        scores = score_folder(predictions, gt_root, fmt, split)
+    except DataError as err:  # names the file
+        _fail("evaluate", err)
+    result = scores.result
+    click.echo(
+        f"{len(scores.scene_ids)} scenes ({scores.fmt} predictions from {predictions}, ground truth from "
+        f"{gt_root}), {result['n_gt_instances']} ground-truth instances (ScanNet protocol: instances and "
+        "masks under 100 vertices ignored)"
+    )
+    if scores.ignored:
+        click.echo(f"ignored {len(scores.ignored)} predicted scene(s) outside the {split} split")
+    click.echo("")
+    click.echo(scores_table(result, split or "scored"))
+    click.echo("")
+    click.echo("Per class (–: no ground truth in the scored scenes, left out of the means):")
+    click.echo("")
+    click.echo(per_class_table(result, SCANNET, scores.gt_counts))
+    if metrics_path is not None:
+        keys = ("mAP", "AP50", "AP25", "per_class", "n_scenes", "n_gt_instances")
+        write_json_atomic(metrics_path, to_jsonable({k: result[k] for k in keys}))
+        click.echo(f"\n-> {metrics_path}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ from beep3d.errors import DataError
 from beep3d.eval import ScenePred
 from beep3d.io import write_text_atomic
 from pipeline.checkpoint import CheckpointError
+from pipeline.scoring import scene_name
 from pipeline.training import load_model
 
 # params.yaml `preprocess.superpoints`: the over-segmentation the computed-superpoint data used.
@@ -61,8 +62,6 @@ DEFAULT_SUPERPOINTS = SuperpointConfig(
 )
 # ScanNet names its segment file after the mesh: <scene>_vh_clean_2.0.010000.segs.json.
 SEGS_SUFFIX = ".0.010000.segs.json"
-# ScanNet's meshes are <scene><suffix>.ply; the scene's meta file is <scene>.txt.
-MESH_SUFFIXES = ("_vh_clean_2", "_vh_clean")
 GLOB_CHARS = frozenset("*?[")
 NO_INSTANCE_RGB = (128, 128, 128)
 # Training scenes (ScanNet after axis alignment, the synthetic rooms) lie within a few metres of
@@ -150,12 +149,7 @@ def expand_scans(args: list[str | Path]) -> tuple[list[Path], list[tuple[str, st
 
 def sibling_meta(scan: Path) -> Path:
     """Where ScanNet keeps a mesh's meta file: `<scene>.txt` beside `<scene>_vh_clean_2.ply`."""
-    stem = scan.stem
-    for suffix in MESH_SUFFIXES:
-        if stem.endswith(suffix) and len(stem) > len(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    return scan.with_name(stem + ".txt")
+    return scan.with_name(scene_name(scan.stem) + ".txt")
 
 
 def scan_alignment(scan: Path, align: Path | bool) -> Alignment:

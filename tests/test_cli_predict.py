@@ -23,7 +23,7 @@ from beep3d.classes import SCANNET
 from beep3d.data.scannet import read_axis_alignment
 from beep3d.data.superpoints import SuperpointConfig
 from beep3d.data.synthetic import default_config, generate_scene
-from beep3d.data.synthetic.write_scannet import SEGS_SUFFIX, write_scene
+from beep3d.data.synthetic.write_scannet import SEGS_SUFFIX, write_index, write_scene
 from pipeline.checkpoint import FORMAT_VERSION
 from pipeline.cli import main
 from pipeline.config import build, load_params
@@ -218,6 +218,18 @@ def test_scannet_mesh_is_aligned_by_its_sibling_meta_file(files: dict[str, Path]
     assert [i["point_indices"] for i in by_hand["instances"]] == [
         i["point_indices"] for i in doc["instances"]
     ]
+
+
+def test_predict_output_scores_with_beep3d_evaluate(files: dict[str, Path], tmp_path: Path) -> None:
+    gt_root = files["mesh"].parents[2]  # the ScanNet-layout folder holding scans/<scene>/
+    write_index(gt_root, {}, {})  # its label table (no split lists: scenes are read as val)
+    code, output = run_cli(
+        "predict", files["mesh"], "--checkpoint", files["model"], "--out", tmp_path, *LOOSE
+    )
+    assert code == 0, output
+    code, output = run_cli("evaluate", tmp_path, "--gt", gt_root)
+    assert code == 0, output
+    assert "1 scenes (json predictions" in output and "| scored |" in output and "| chair |" in output
 
 
 def test_align_options_are_checked(files: dict[str, Path], tmp_path: Path) -> None:
