@@ -63,6 +63,7 @@ DEFAULT_SUPERPOINTS = SuperpointConfig(
 # ScanNet names its segment file after the mesh: <scene>_vh_clean_2.0.010000.segs.json.
 SEGS_SUFFIX = ".0.010000.segs.json"
 GLOB_CHARS = frozenset("*?[")
+OUTPUT_PLY = "_instances.ply"
 NO_INSTANCE_RGB = (128, 128, 128)
 # Training scenes (ScanNet after axis alignment, the synthetic rooms) lie within a few metres of
 # the origin with the floor at z ~ 0, and the model's input features include xyz: a trained model
@@ -125,7 +126,8 @@ def expand_scans(args: list[str | Path]) -> tuple[list[Path], list[tuple[str, st
     """Scan files from command-line arguments, in order, each once; and (argument, reason) pairs
     for arguments that name nothing.
 
-    A folder gives its `*.ply` files (sorted, not recursive); an argument with `*`, `?` or `[`
+    A folder gives its `*.ply` files (sorted, not recursive; `*_instances.ply`, predict's own
+    outputs, left out); an argument with `*`, `?` or `[`
     that is not itself a file is a glob pattern (`**` crosses folders); anything else is taken as a
     file (a missing one then fails in `predict_scan` with the usual message).
     """
@@ -134,7 +136,7 @@ def expand_scans(args: list[str | Path]) -> tuple[list[Path], list[tuple[str, st
     for arg in map(str, args):
         path = Path(arg)
         if path.is_dir():
-            files = sorted(p for p in path.glob("*.ply") if p.is_file())
+            files = sorted(p for p in path.glob("*.ply") if p.is_file() and not p.name.endswith(OUTPUT_PLY))
             if not files:
                 empty.append((arg, "folder holds no .ply files"))
         elif GLOB_CHARS & set(arg) and not path.exists():
@@ -161,7 +163,7 @@ def scan_alignment(scan: Path, align: Path | bool) -> Alignment:
         return Alignment(None, f"none (no {meta.name} beside the scan)")
     matrix = read_axis_alignment(meta, scan.stem)  # the preprocessing's reader: same checks, same errors
     if np.array_equal(matrix, np.eye(4)):
-        return Alignment(None, f"none ({meta} has no axisAlignment)")
+        return Alignment(None, f"none ({meta} has no axisAlignment, or an identity one)")
     return Alignment(matrix, str(meta))
 
 
@@ -349,7 +351,7 @@ def _sorted_by_score(pred: ScenePred) -> ScenePred:
 
 def output_paths(scan: Path, out_dir: Path) -> tuple[Path, Path]:
     """`<stem>_instances.ply` and `<stem>_instances.json` in out_dir."""
-    return out_dir / f"{scan.stem}_instances.ply", out_dir / f"{scan.stem}_instances.json"
+    return out_dir / f"{scan.stem}{OUTPUT_PLY}", out_dir / f"{scan.stem}_instances.json"
 
 
 def output_clashes(scans: list[Path], out_dir: Path) -> list[str]:

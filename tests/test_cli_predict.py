@@ -303,6 +303,7 @@ def test_folders_and_glob_patterns(files: dict[str, Path], tmp_path: Path) -> No
     for name in ("b.ply", "a.ply"):
         (folder / name).write_bytes(files["binary"].read_bytes())
     (folder / "notes.txt").write_text("not a scan")
+    (folder / "a_instances.ply").write_bytes(b"predict's own output, not a scan")
     assert expand_scans([folder]) == ([folder / "a.ply", folder / "b.ply"], [])
     pattern = str(tmp_path / "*" / "?.ply")
     assert expand_scans([pattern, folder / "a.ply"]) == ([folder / "a.ply", folder / "b.ply"], [])
