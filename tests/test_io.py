@@ -8,9 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from beep3d.data.ply import write_ply
+from beep3d.data.schema import write_table
 from beep3d.io import atomic_path, make_temp_dir, write_json_atomic, write_text_atomic
 
 
@@ -34,7 +36,9 @@ def test_atomic_writes_follow_the_umask(tmp_path: Path, umask: int) -> None:
     write_ply(tmp_path / "c.ply", np.zeros((3, 3), np.float32), np.zeros((3, 3), np.uint8))
     with atomic_path(tmp_path / "sub" / "d.bin") as tmp:
         tmp.write_bytes(b"\0")
-    for name in ("a.txt", "b.json", "c.ply", "sub/d.bin"):
+    schema = pa.schema([("x", pa.float32())])
+    write_table(pa.table({"x": [1.0]}), tmp_path / "e.parquet", schema)  # as processed/points/*.parquet
+    for name in ("a.txt", "b.json", "c.ply", "sub/d.bin", "e.parquet"):
         assert mode(tmp_path / name) == mode(plain), name
     folder = make_temp_dir(tmp_path, ".partial-")
     assert folder.name.startswith(".partial-") and mode(folder) == 0o777 & ~umask
