@@ -9,6 +9,7 @@ constructor argument, so the CPU/CUDA decision is never made twice.
 
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
 from types import ModuleType
@@ -65,8 +66,29 @@ def spconv_install_hint() -> str:
     )
 
 
+class _FxTracingNotice(logging.Filter):
+    """Drops torch's one notice that `is_fx_tracing()` now also covers torch.export.
+
+    spconv's SparseConvTensor is built with torch.fx's ProxyableClassMeta, whose constructor asks
+    `is_fx_tracing()` on every tensor made; torch 2.13 answers with that notice (once per process,
+    on the `torch.fx._symbolic_trace` logger), so every stage and command printed it. It concerns
+    code that tells fx tracing from export, which neither spconv nor this project does. Only that
+    message is dropped; everything else on the logger gets through.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("is_fx_tracing will return true")
+
+
+def _silence_fx_tracing_notice() -> None:
+    logger = logging.getLogger("torch.fx._symbolic_trace")
+    if not any(isinstance(f, _FxTracingNotice) for f in logger.filters):
+        logger.addFilter(_FxTracingNotice())
+
+
 def import_spconv() -> ModuleType:
     """`spconv.pytorch`, or an ImportError that says which wheel to install."""
+    _silence_fx_tracing_notice()
     try:
         with warnings.catch_warnings():
             # spconv 2.3 decorates its autograd functions with torch.cuda.amp.custom_fwd (a

@@ -2,6 +2,10 @@
 
 Lives in `beep3d` (not `pipeline`) because the data writers here need it too; `pipeline`
 re-uses it rather than keeping a second copy.
+
+Files written here get the permissions of a plain `open(path, "w")`: 0666 less the process
+umask (0644 under the usual umask 022), so colleagues on a shared machine can read them.
+`tempfile.mkstemp` would give 0600, and the rename would carry that onto the final file.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,9 +29,7 @@ def atomic_path(final: str | Path, durable: bool = True) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _create_temp_beside(final)
     try:
         yield tmp
         if durable:
@@ -37,6 +39,39 @@ def atomic_path(final: str | Path, durable: bool = True) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _create_temp_beside(final: Path) -> Path:
+    """Create a new empty file `.<name>.<random>.tmp` beside `final`, mode 0666 less the umask.
+
+    O_EXCL makes the name ours alone, as mkstemp does; unlike mkstemp the kernel applies the
+    umask, so the renamed file ends up with the same mode as any other file the process writes.
+    """
+    for _ in range(100):
+        tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {final} after 100 tries")
+
+
+def make_temp_dir(parent: str | Path, prefix: str) -> Path:
+    """A new folder `<parent>/<prefix><random>`, mode 0777 less the umask (mkdtemp gives 0700).
+
+    For a tree built aside and renamed into place whole: once renamed, it is an output like any
+    other and must be as readable as one.
+    """
+    for _ in range(100):
+        path = Path(parent) / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            os.mkdir(path, 0o777)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no free temporary folder name in {parent} after 100 tries")
 
 
 def write_bytes_atomic(final: str | Path, data: bytes, durable: bool = True) -> None:

@@ -5,7 +5,7 @@
 
 Runs `stages.train` as a user would, with the params' model and data, for 2 epochs, once as one
 process and once as `--nproc` torchrun ranks, and reads each epoch's training-loop time from the
-history (`epoch_seconds`, written at every evaluation; evaluation itself is not counted, and is
+MLflow run (`epoch_seconds`, logged after every epoch's loop; evaluation is not counted, and is
 kept short: `monitor_scenes` 1). Seconds per optimiser step = the faster epoch's time / steps per
 epoch. Prints both and the speed-up (1-process time / N-rank time); both run here, one after the
 other, on the same machine. Every rank gets `--threads` torch threads: keep nproc x threads <=
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import yaml
+from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,11 +49,9 @@ def seconds_per_step(
     )
     if proc.returncode != 0:
         sys.exit(f"train failed ({nproc} process(es)):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    epochs = [
-        row["epoch_seconds"]
-        for row in json.loads((out / "history.json").read_text())
-        if "epoch_seconds" in row
-    ]
+    run = json.loads((out / "mlflow_run.json").read_text())
+    history = MlflowClient(run["tracking_uri"]).get_metric_history(run["run_id"], "epoch_seconds")
+    epochs = [m.value for m in sorted(history, key=lambda m: m.step)]
     print(f"  {nproc} process(es): epochs took " + ", ".join(f"{s:.1f} s" for s in epochs))
     return min(epochs) / steps
 

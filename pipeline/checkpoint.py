@@ -33,8 +33,11 @@ def save_checkpoint(
         "fingerprint": fingerprint,
         **state,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    # Saved through a file object, not the path: given a path, torch names the archive's root
+    # folder after the file, here the random temp name, so equal weights gave different bytes
+    # (and DVC hashes) on every run. Through a file object the folder is always "archive".
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(payload, fh)
 
 
 def load_checkpoint(

@@ -1,5 +1,6 @@
-"""The `beep3d` console command: `beep3d predict` (a trained model on one's own scan) and
-`beep3d doctor` (is torch + spconv + the device in working order?).
+"""The `beep3d` console command: `beep3d predict` (a trained model on one's own scan), `beep3d
+evaluate` (predictions scored against one's own labelled scenes) and `beep3d doctor` (is torch +
+spconv + the device in working order?).
 
 Torch models and spconv are imported inside the commands, not here: `beep3d --help` stays
 instant, and `doctor` can report a broken spconv install instead of dying on the import.
@@ -18,6 +19,7 @@ from typing import Any, NoReturn
 
 import click
 import torch
+from tqdm import tqdm
 
 from beep3d.backend import conv_algo, import_spconv, resolve_device, spconv_install_hint, spconv_requirement
 from beep3d.errors import DataError
@@ -39,7 +41,7 @@ def _fail(command: str, message: object) -> NoReturn:
 
 
 @main.command(short_help="Find instances in your own PLY scans with a trained model.")
-@click.argument("scans", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("scans", nargs=-1, required=True)
 @click.option(
     "--checkpoint",
     required=True,
@@ -60,6 +62,22 @@ def _fail(command: str, message: object) -> NoReturn:
     help="ScanNet-style segs.json (segIndices, one per vertex) to use as superpoints. Default: the "
     "scan's sibling <stem>.0.010000.segs.json if present (and the model was trained on dataset "
     "superpoints), else superpoints computed from the scan.",
+)
+@click.option(
+    "--align",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="ScanNet meta file (<scene>.txt) whose axisAlignment to apply to the scan. Default: the "
+    "scan's sibling <scene>.txt when there is one (for <scene>_vh_clean_2.ply; <stem>.txt for "
+    "other names), else coordinates as stored.",
+)
+@click.option(
+    "--no-align", is_flag=True, help="Use coordinates as stored, even if a <scene>.txt lies beside."
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar over the scans (default: when stderr is a terminal).",
 )
 @click.option("--device", type=DEVICES, default="auto", show_default=True, help="auto = CUDA when available.")
 @click.option(
@@ -93,10 +111,13 @@ def _fail(command: str, message: object) -> NoReturn:
     help="Mask probability a superpoint needs to join an instance (default: checkpoint's).",
 )
 def predict(
-    scans: tuple[Path, ...],
+    scans: tuple[str, ...],
     checkpoint: Path,
     out_dir: Path,
     segments: Path | None,
+    align: Path | None,
+    no_align: bool,
+    progress: bool | None,
     device: str,
     score_threshold: float | None,
     topk: int | None,
@@ -106,19 +127,35 @@ def predict(
 ) -> None:
     """Find object instances in SCANS (PLY meshes or xyz+rgb point clouds, binary or ASCII).
 
+    SCANS are files, folders (their *.ply files) or quoted glob patterns ('scans/*/*_vh_clean_2.ply').
     Writes, per scan, <stem>_instances.ply (the input vertices coloured by instance, grey where
-    none; faces kept) and <stem>_instances.json (every instance: class, score, vertex indices).
+    none; faces kept) and <stem>_instances.json (every instance: class, score, vertex indices,
+    and the axis alignment used).
 
-    No axis alignment is applied: coordinates are used as stored. Align your scan first so
-    that it is in metres with z up and the floor near z = 0, close to the origin, as the training
-    scenes were (a future option could estimate the alignment).
+    The model expects scans in metres with z up, the floor near z = 0, close to the origin, as the
+    training scenes were. A ScanNet mesh's own axisAlignment (from <scene>.txt beside it, or
+    --align FILE) brings it there; other scans are used as stored, so align them first.
+
+    A scan that cannot be read is skipped: the others are still processed, nothing is written for
+    the failed one, and every failure is listed with its reason at the end (exit code 1).
     """
-    if segments is not None and len(scans) > 1:
-        raise click.UsageError("--segments belongs to one scan; pass a single SCAN with it")
+    if align is not None and no_align:
+        raise click.UsageError("--align and --no-align exclude each other")
     try:
         from pipeline import predict as predict_lib  # imports torch models and spconv
     except ImportError as err:
         _fail("predict", err)
+    files, failures = predict_lib.expand_scans(list(scans))
+    if len(files) > 1 and (segments is not None or align is not None):
+        option = "--segments" if segments is not None else "--align"
+        raise click.UsageError(
+            f"{option} belongs to one scan; pass a single SCAN with it ({len(files)} given)"
+        )
+    clashes = predict_lib.output_clashes(files, out_dir)
+    if clashes:
+        raise click.UsageError(
+            f"scans would write the same output files: {clashes}; predict them one call each"
+        )
     options = predict_lib.PredictOptions(
         score_threshold=score_threshold,
         topk=topk,
@@ -132,17 +169,106 @@ def predict(
         _fail("predict", err)
     try:
         trained = predict_lib.load_trained_model(checkpoint, dev)
-        for scan in scans:
-            result = predict_lib.predict_scan(scan, trained, out_dir, options, segments)
-            for warning in result.warnings:
-                click.echo(f"warning: {warning}", err=True)
-            click.echo(
-                f"{scan}: {result.n_instances} instances over {result.n_points} points "
-                f"(superpoints: {result.superpoint_source}; {result.seconds:.1f} s) -> "
-                f"{result.ply_path}, {result.json_path}"
-            )
     except (DataError, CheckpointError) as err:  # both name the file
         _fail("predict", err)
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(files, desc="predict", unit="scan", disable=not show or not files, file=sys.stderr)
+    for scan in bar:
+        try:
+            result = predict_lib.predict_scan(
+                scan, trained, out_dir, options, segments, align if align is not None else not no_align
+            )
+        except DataError as err:  # names the file
+            failures.append((str(scan), err.reason if err.path == scan else str(err)))
+            continue
+        except (OSError, RuntimeError, ValueError, MemoryError) as err:  # torch or the disk on odd input
+            failures.append((str(scan), f"{type(err).__name__}: {err}"))
+            continue
+        for warning in result.warnings:
+            tqdm.write(f"warning: {warning}", file=sys.stderr)
+        tqdm.write(
+            f"{scan}: {result.n_instances} instances over {result.n_points} points "
+            f"(superpoints: {result.superpoint_source}; alignment: {result.alignment_source}; "
+            f"{result.seconds:.1f} s) -> {result.ply_path}, {result.json_path}",
+            file=sys.stdout,
+        )
+    if failures:
+        total = len(files) + sum(1 for what, _ in failures if Path(what) not in files)
+        click.echo(f"beep3d predict: {len(failures)} of {total} scan(s) failed:", err=True)
+        for what, reason in failures:
+            click.echo(f"  {what}: {' '.join(reason.split())}", err=True)
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate
+
+
+@main.command(short_help="Score predictions against your own labelled ScanNet-layout scenes.")
+@click.argument("predictions", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--gt",
+    "gt_root",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="ScanNet-layout folder with the labelled scenes: scans/<scene>/ (mesh, segs.json, "
+    "aggregation.json, <scene>.txt) and scannetv2-labels.combined.tsv.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "json", "submission"]),
+    default="auto",
+    show_default=True,
+    help="json: beep3d predict's *_instances.json; submission: the ScanNet benchmark format "
+    "(<scene>.txt + predicted_masks/); auto: whichever the folder holds.",
+)
+@click.option(
+    "--split",
+    default=None,
+    help="Score every scene of the GT folder's scannetv2_<SPLIT>.txt (each needs a prediction). "
+    "Default: every scene that has a prediction.",
+)
+@click.option(
+    "--metrics",
+    "metrics_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the scores as JSON (the shape of reports/metrics.json's 'val').",
+)
+def evaluate(
+    predictions: Path, gt_root: Path, fmt: str, split: str | None, metrics_path: Path | None
+) -> None:
+    """Score the predictions in PREDICTIONS with the ScanNet protocol, on every mesh vertex, against
+    the annotation in --gt, and print the report's tables (mAP / AP50 / AP25, then per class)."""
+    from beep3d.classes import SCANNET
+    from beep3d.eval import to_jsonable
+    from beep3d.io import write_json_atomic
+    from pipeline.report import per_class_table, scores_table
+    from pipeline.scoring import score_folder
+
+    try:
+        scores = score_folder(predictions, gt_root, fmt, split)
+    except DataError as err:  # names the file
+        _fail("evaluate", err)
+    result = scores.result
+    click.echo(
+        f"{len(scores.scene_ids)} scenes ({scores.fmt} predictions from {predictions}, ground truth from "
+        f"{gt_root}), {result['n_gt_instances']} ground-truth instances (ScanNet protocol: instances and "
+        "masks under 100 vertices ignored)"
+    )
+    if scores.ignored:
+        click.echo(f"ignored {len(scores.ignored)} predicted scene(s) outside the {split} split")
+    click.echo("")
+    click.echo(scores_table(result, split or "scored"))
+    click.echo("")
+    click.echo("Per class (–: no ground truth in the scored scenes, left out of the means):")
+    click.echo("")
+    click.echo(per_class_table(result, SCANNET, scores.gt_counts))
+    if metrics_path is not None:
+        keys = ("mAP", "AP50", "AP25", "per_class", "n_scenes", "n_gt_instances")
+        write_json_atomic(metrics_path, to_jsonable({k: result[k] for k in keys}))
+        click.echo(f"\n-> {metrics_path}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -216,10 +216,7 @@ def headline_section(
         f"Val: {val.get('n_scenes', DASH)} scenes, {val.get('n_gt_instances', DASH)} ground-truth instances "
         f"(ScanNet protocol, instances under {MIN_REGION_SIZE} vertices ignored).",
         "",
-        md_table(
-            ["", "mAP", "AP50", "AP25"],
-            [["val", fmt(val.get("mAP")), fmt(val.get("AP50")), fmt(val.get("AP25"))]],
-        ),
+        scores_table(val, "val"),
         "",
     ]
     if rescored is not None:
@@ -242,17 +239,30 @@ def headline_section(
             f"AP25 {fmt(rescored['AP25'])}; {verdict}.",
             "",
         ]
-    per_class = val.get("per_class", {})
+    out += [
+        f"Per class ({DASH}: no ground truth in the evaluated scenes, left out of the means):",
+        "",
+        per_class_table(val, class_set, gt_counts),
+    ]
+    return "\n".join(out)
+
+
+def scores_table(result: Mapping[str, Any], label: str) -> str:
+    """One row of mAP / AP50 / AP25 (an `Evaluator.result()` or metrics.json's "val")."""
+    return md_table(
+        ["", "mAP", "AP50", "AP25"],
+        [[label, fmt(result.get("mAP")), fmt(result.get("AP50")), fmt(result.get("AP25"))]],
+    )
+
+
+def per_class_table(result: Mapping[str, Any], class_set: ClassSet, gt_counts: Mapping[str, int]) -> str:
+    """AP / AP50 / AP25 and the ground-truth instance count of every class of the class set."""
+    per_class = result.get("per_class", {})
     rows = []
     for name in class_set.instance_names:
         c = per_class.get(name, {})
         rows.append([name, gt_counts.get(name, 0), fmt(c.get("AP")), fmt(c.get("AP50")), fmt(c.get("AP25"))])
-    out += [
-        f"Per class ({DASH}: no ground truth in the evaluated scenes, left out of the means):",
-        "",
-        md_table(["class", "GT instances", "AP", "AP50", "AP25"], rows),
-    ]
-    return "\n".join(out)
+    return md_table(["class", "GT instances", "AP", "AP50", "AP25"], rows)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 import uuid
 import zipfile
 import zlib
@@ -26,13 +25,12 @@ from pathlib import Path, PurePosixPath
 from beep3d.data.s3dis import AREA_RE, S3DIS_ROOT_NAME, list_rooms
 from beep3d.data.scannet import LABEL_MAP_NAME, SPLITS, read_label_map, read_splits, scene_files, split_file
 from beep3d.errors import DataError
-from beep3d.io import atomic_path
+from beep3d.io import atomic_path, make_temp_dir
 
 log = logging.getLogger(__name__)
 
 PARTIAL_PREFIX = f".{S3DIS_ROOT_NAME}.partial-"  # a tree being built; stale ones are removed
 OLD_PREFIX = f".{S3DIS_ROOT_NAME}.old-"  # a tree being replaced; stale ones are removed
-REQUIRED_SPLITS = ("train", "val")  # a local folder may have no test split
 _SHOW = 5  # how many missing paths an error message lists before the count
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 _COPY_CHUNK = 1 << 20
@@ -66,7 +64,7 @@ def prepare_s3dis(source: Path, out_dir: Path) -> Path:
         raise DataError(
             "S3DIS source is neither a folder nor a readable zip archive (truncated download?)", path=source
         )
-    tmp = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=out_dir))
+    tmp = make_temp_dir(out_dir, PARTIAL_PREFIX)
     try:
         if source.is_dir():
             if tmp.resolve().is_relative_to(src_root.resolve()):
@@ -221,19 +219,18 @@ def _extract_zip(archive: Path, dst: Path) -> None:
 def validate_scannet_root(root: Path) -> list[str]:
     """Check a ScanNet-layout folder and return its scene ids (sorted).
 
-    Needs the label tsv, scannetv2_train.txt and scannetv2_val.txt (test optional), valid scene
-    ids, and every file of every listed scene (4 for train/val, 3 for test: no aggregation).
+    Needs the label tsv, at least one split file that lists a scene (scannetv2_{train,val,test}.txt;
+    a missing one is an empty split, see `split_notes`), valid scene ids, and every file of every
+    listed scene (4 for train/val, 3 for test: no aggregation).
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError("ScanNet-layout folder not found", path=root)
     read_label_map(root / LABEL_MAP_NAME)
-    missing_splits = [str(split_file(root, s)) for s in REQUIRED_SPLITS if not split_file(root, s).is_file()]
-    if missing_splits:
-        raise DataError(f"split file(s) missing: {', '.join(missing_splits)}", path=root)
     splits = read_splits(root)
     if not splits:
-        raise DataError("the split files list no scenes", path=root)
+        names = ", ".join(split_file(Path(), s).name for s in SPLITS)
+        raise DataError(f"no split file lists a scene: put the scene ids in {names}", path=root)
     missing = [
         str(path)
         for scene_id, split in sorted(splits.items())
@@ -244,6 +241,25 @@ def validate_scannet_root(root: Path) -> list[str]:
         shown = ", ".join(missing[:_SHOW]) + (", ..." if len(missing) > _SHOW else "")
         raise DataError(f"{len(missing)} scene file(s) missing: {shown}", path=root)
     return sorted(splits)
+
+
+def split_notes(root: Path) -> list[str]:
+    """What a ScanNet-layout folder without training or val scenes can be used for, in words."""
+    counts = {s: 0 for s in SPLITS}
+    for split in read_splits(root).values():
+        counts[split] += 1
+    notes = []
+    if counts["train"] == 0:
+        notes.append(
+            f"no training scenes ({split_file(root, 'train').name} missing or empty): the data can "
+            "evaluate an existing model (python -m stages.evaluate --model ...), not train one"
+        )
+    if counts["val"] == 0:
+        notes.append(
+            f"no val scenes ({split_file(root, 'val').name} missing or empty): training runs without "
+            "evaluations, and the evaluate stage has nothing to score (use `dvc repro train`)"
+        )
+    return notes
 
 
 def link_or_copy_local(source: Path, out_dir: Path) -> list[str]:

@@ -40,7 +40,7 @@ import torch
 from tqdm import tqdm
 
 from beep3d.backend import conv_algo
-from beep3d.data.dataset import DataConfig, SceneDataset, make_loader
+from beep3d.data.dataset import DataConfig, SceneDataset, make_loader, split_sizes
 from beep3d.distributed import across_ranks
 from beep3d.engine import (
     InferenceConfig,
@@ -159,9 +159,13 @@ class TrainingRun:
             self.train_set, t.batch_size, shuffle=True, seed=t.seed, num_workers=t.loader_workers,
             rank=ranks.rank, world_size=ranks.world_size,
         )  # fmt: skip
+        # Data without val scenes (e.g. a local folder of training scenes only) trains without
+        # evaluations instead of failing; `train` says so.
+        self.has_val = split_sizes(processed_dir).get("val", 0) > 0
+        self.evaluates = bool(t.eval_every) and self.has_val
         # Only then (and only on rank 0, which evaluates) are the val split and the monitored
         # training scenes needed.
-        if t.eval_every and ranks.is_main:
+        if self.evaluates and ranks.is_main:
             val_set = SceneDataset(processed_dir, "val", cfg.data_loader, with_ground_truth=True, train=False)
             self.val_loader = make_loader(
                 val_set, 1, shuffle=False, seed=t.seed, num_workers=t.loader_workers
@@ -274,6 +278,8 @@ def train(
     if not ranks.is_main:  # rank 0 speaks for the run
         log, progress, metrics_sink = (lambda message: None), False, None
     run = TrainingRun(cfg, processed_dir, device, ranks)
+    if t.eval_every and not run.has_val:
+        log(f"{processed_dir} has no val scenes: training without evaluations (train.eval_every ignored)")
     steps_per_epoch = len(run.loader)
     total_steps = t.epochs * steps_per_epoch
     sink = metrics_sink or (lambda metrics, step: None)
@@ -316,10 +322,12 @@ def train(
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{losses['total']:.3f}")
-        epoch_seconds = time.perf_counter() - started
-        if t.eval_every and (epoch + 1) % t.eval_every == 0 and ranks.is_main:
+        # Wall-clock time goes to the tracker only: the history is a DVC output, and a time in it
+        # would give every run of the same params a new hash.
+        sink({"epoch_seconds": time.perf_counter() - started}, step)
+        if run.evaluates and (epoch + 1) % t.eval_every == 0 and ranks.is_main:
             metrics = run.evaluate()
-            history.append({"step": step, "epoch": epoch, "epoch_seconds": epoch_seconds, **metrics})
+            history.append({"step": step, "epoch": epoch, **metrics})
             sink(metrics, step)
             log(f"epoch {epoch + 1}/{t.epochs}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
             if best is None or metrics["val_student_mAP"] > best["metrics"]["val_student_mAP"]:
@@ -368,7 +376,7 @@ def evaluation_summary(history: list[dict[str, Any]], headline: str) -> dict[str
     if not evals:
         return {"headline": headline}
     best = max(evals, key=lambda row: row["val_student_mAP"])  # first maximum: earliest epoch
-    keep = lambda row: {k: v for k, v in row.items() if k not in ("step", "epoch_seconds")}  # noqa: E731
+    keep = lambda row: {k: v for k, v in row.items() if k != "step"}  # noqa: E731
     return {"headline": headline, "last": keep(evals[-1]), "best": keep(best)}
 
 

@@ -22,7 +22,7 @@ from beep3d.errors import DataError
 from beep3d.io import write_json_atomic
 from pipeline.config import ConfigError, build, load_params, section
 from pipeline.scannet_download import ScanNetConfig, download_scannet
-from pipeline.sources import link_or_copy_local, prepare_s3dis
+from pipeline.sources import link_or_copy_local, prepare_s3dis, split_notes
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,10 @@ def run(params: DataParams, out: Path) -> dict:
         root = prepare_s3dis(Path(params.s3dis.path), out)
         return {"source": "s3dis", "root": str(root)}
     scenes = link_or_copy_local(Path(params.local.path), out)
-    return {"source": "local", "n_scenes": len(scenes)}
+    notes = split_notes(out)
+    for note in notes:
+        click.echo(f"note: {note}")
+    return {"source": "local", "n_scenes": len(scenes), "notes": notes}
 
 
 @click.command()

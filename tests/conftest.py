@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -81,9 +82,8 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture
-def project_copy(tmp_path: Path) -> ProjectCopy:
-    root = tmp_path / "project"
+def make_project_copy(root: Path) -> ProjectCopy:
+    """Copy the project into `root` (dvc.lock left out) and commit it to a fresh git repo."""
     for rel in repo_files():
         if rel == "dvc.lock":  # the copy records its own runs
             continue
@@ -94,3 +94,14 @@ def project_copy(tmp_path: Path) -> ProjectCopy:
     copy.run("git", "init", "-q", "-b", "main")
     copy.commit("copy of the project")
     return copy
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> ProjectCopy:
+    return make_project_copy(tmp_path / "project")
+
+
+@pytest.fixture
+def new_project_copy(tmp_path: Path) -> Callable[[str], ProjectCopy]:
+    """Further copies beside `project_copy`, each in its own folder: `new_project_copy("second")`."""
+    return lambda name: make_project_copy(tmp_path / name)

@@ -20,9 +20,10 @@ from click.testing import CliRunner
 from plyfile import PlyData, PlyElement
 
 from beep3d.classes import SCANNET
+from beep3d.data.scannet import read_axis_alignment
 from beep3d.data.superpoints import SuperpointConfig
 from beep3d.data.synthetic import default_config, generate_scene
-from beep3d.data.synthetic.write_scannet import SEGS_SUFFIX, write_scene
+from beep3d.data.synthetic.write_scannet import SEGS_SUFFIX, write_index, write_scene
 from pipeline.checkpoint import FORMAT_VERSION
 from pipeline.cli import main
 from pipeline.config import build, load_params
@@ -30,10 +31,12 @@ from pipeline.predict import (
     DEFAULT_SUPERPOINTS,
     NO_INSTANCE_RGB,
     PredictOptions,
+    expand_scans,
     inference_config,
     instance_palette,
     load_trained_model,
     predict_scan,
+    sibling_meta,
     sibling_segments,
 )
 from pipeline.training import RunConfig, build_model, save_model
@@ -176,6 +179,166 @@ def test_scannet_mesh_uses_sibling_segments(files: dict[str, Path], tmp_path: Pa
         assert not np.intersect1d(segment[inside], segment[~inside]).size
 
 
+def test_scannet_mesh_is_aligned_by_its_sibling_meta_file(files: dict[str, Path], tmp_path: Path) -> None:
+    mesh = files["mesh"]
+    meta = mesh.parent / f"{mesh.parent.name}.txt"
+    assert sibling_meta(mesh) == meta
+    # Stored in the scanner's frame: the floor lies at z = 1.26 m until the meta file's matrix is applied.
+    code, output = run_cli("predict", mesh, "--checkpoint", files["model"], "--out", tmp_path / "a", *LOOSE)
+    assert code == 0 and "warning" not in output, output
+    doc = check_outputs(mesh, tmp_path / "a")  # the output PLY keeps the stored coordinates
+    assert doc["axis_alignment"]["source"] == str(meta)
+    np.testing.assert_array_equal(doc["axis_alignment"]["matrix"], read_axis_alignment(meta, "s"))
+    assert f"alignment: {meta}" in output
+
+    code, output = run_cli(
+        "predict", mesh, "--checkpoint", files["model"], "--out", tmp_path / "b", *LOOSE, "--no-align"
+    )
+    assert code == 0 and "z = 1.26" in output, output
+    doc_stored = check_outputs(mesh, tmp_path / "b")
+    assert doc_stored["axis_alignment"] == {"source": "none (--no-align)", "matrix": None}
+    assert doc_stored["instances"] != doc["instances"]  # the model saw other coordinates
+
+    # A mesh copied away from its meta file: nothing beside it, or the meta file given by hand.
+    lonely = tmp_path / mesh.name
+    lonely.write_bytes(mesh.read_bytes())
+    sibling_segments(lonely).write_bytes(sibling_segments(mesh).read_bytes())  # the segments go along
+    code, output = run_cli("predict", lonely, "--checkpoint", files["model"], "--out", tmp_path / "c", *LOOSE)
+    assert code == 0, output
+    assert (
+        check_outputs(lonely, tmp_path / "c")["axis_alignment"]["source"]
+        == f"none (no {meta.name} beside the scan)"
+    )
+    code, output = run_cli(
+        "predict", lonely, "--checkpoint", files["model"], "--out", tmp_path / "d", *LOOSE, "--align", meta
+    )
+    assert code == 0, output
+    by_hand = check_outputs(lonely, tmp_path / "d")
+    assert by_hand["axis_alignment"]["source"] == str(meta)
+    assert [i["point_indices"] for i in by_hand["instances"]] == [
+        i["point_indices"] for i in doc["instances"]
+    ]
+
+
+def test_predict_output_scores_with_beep3d_evaluate(files: dict[str, Path], tmp_path: Path) -> None:
+    gt_root = files["mesh"].parents[2]  # the ScanNet-layout folder holding scans/<scene>/
+    write_index(gt_root, {}, {})  # its label table (no split lists: scenes are read as val)
+    code, output = run_cli(
+        "predict", files["mesh"], "--checkpoint", files["model"], "--out", tmp_path, *LOOSE
+    )
+    assert code == 0, output
+    code, output = run_cli("evaluate", tmp_path, "--gt", gt_root)
+    assert code == 0, output
+    assert "1 scenes (json predictions" in output and "| scored |" in output and "| chair |" in output
+
+
+def test_align_options_are_checked(files: dict[str, Path], tmp_path: Path) -> None:
+    meta = files["mesh"].parent / f"{files['mesh'].parent.name}.txt"
+    code, output = run_cli(
+        "predict",
+        files["mesh"],
+        "--checkpoint",
+        files["model"],
+        "--out",
+        tmp_path,
+        "--align",
+        meta,
+        "--no-align",
+    )
+    assert code == 2 and "exclude each other" in output, output
+    code, output = run_cli(
+        "predict",
+        files["mesh"],
+        files["ascii"],
+        "--checkpoint",
+        files["model"],
+        "--out",
+        tmp_path,
+        "--align",
+        meta,
+    )
+    assert code == 2 and "--align belongs to one scan" in output, output
+    bad = tmp_path / "bad.txt"
+    bad.write_text("axisAlignment = 1 2 3\n")
+    out = expect_error(
+        [files["mesh"], "--checkpoint", files["model"], "--out", tmp_path, "--align", bad], bad
+    )
+    assert "16 finite numbers" in out and not list(tmp_path.glob("*_instances.*"))
+
+
+def test_keeps_going_past_bad_scans_and_lists_them_at_the_end(files: dict[str, Path], tmp_path: Path) -> None:
+    empty = tmp_path / "in" / "empty.ply"
+    empty.parent.mkdir()
+    empty.write_bytes(b"")
+    missing = tmp_path / "in" / "missing.ply"
+    out = tmp_path / "out"
+    args = [
+        files["ascii"],
+        empty,
+        missing,
+        files["binary"],
+        "--checkpoint",
+        files["model"],
+        "--out",
+        out,
+        *LOOSE,
+    ]
+    result = CliRunner().invoke(main, ["predict", *map(str, args)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    check_outputs(files["ascii"], out)
+    check_outputs(files["binary"], out)  # the scan after the bad ones was processed
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"cloud_{kind}_instances.{ext}" for kind in ("ascii", "binary") for ext in ("ply", "json")
+    )  # nothing at all for the failed scans
+    assert result.stderr.splitlines() == [
+        "beep3d predict: 2 of 4 scan(s) failed:",
+        f"  {empty}: empty file (0 bytes): not a PLY",
+        f"  {missing}: PLY file not found",
+    ], result.output
+
+
+def test_folders_and_glob_patterns(files: dict[str, Path], tmp_path: Path) -> None:
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for name in ("b.ply", "a.ply"):
+        (folder / name).write_bytes(files["binary"].read_bytes())
+    (folder / "notes.txt").write_text("not a scan")
+    (folder / "a_instances.ply").write_bytes(b"predict's own output, not a scan")
+    assert expand_scans([folder]) == ([folder / "a.ply", folder / "b.ply"], [])
+    pattern = str(tmp_path / "*" / "?.ply")
+    assert expand_scans([pattern, folder / "a.ply"]) == ([folder / "a.ply", folder / "b.ply"], [])
+    nothing = str(tmp_path / "*.none")
+    assert expand_scans([nothing, tmp_path / "nowhere.ply"]) == (
+        [tmp_path / "nowhere.ply"],
+        [(nothing, "no file matches this pattern")],
+    )
+    code, output = run_cli(
+        "predict", folder, nothing, "--checkpoint", files["model"], "--out", tmp_path / "out", *LOOSE,
+        "--segments", files["cloud_segments"],
+    )  # fmt: skip
+    assert code == 2 and "--segments belongs to one scan" in output, output
+    code, output = run_cli(
+        "predict", pattern, "--checkpoint", files["model"], "--out", tmp_path / "out", *LOOSE, "--progress"
+    )
+    assert code == 0, output
+    assert "predict: 100%" in output and "2/2" in output  # the progress bar over scans
+    for name in ("a", "b"):
+        check_outputs(folder / f"{name}.ply", tmp_path / "out")
+        mode = (tmp_path / "out" / f"{name}_instances.json").stat().st_mode & 0o777
+        assert mode == 0o666 & ~current_umask()  # readable by others, as any file of the process
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a.ply").write_bytes(files["binary"].read_bytes())
+    code, output = run_cli("predict", folder, other, "--checkpoint", files["model"], "--out", tmp_path / "x")
+    assert code == 2 and "same output files" in output, output
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_computed_superpoint_model_ignores_sibling_segments(files: dict[str, Path], tmp_path: Path) -> None:
     model = save_tiny_model(tmp_path / "computed.pt", superpoints="computed")
     code, output = run_cli("predict", files["mesh"], "--checkpoint", model, "--out", tmp_path / "out", *LOOSE)
@@ -247,11 +410,16 @@ def test_console_script_subprocess(files: dict[str, Path], tmp_path: Path) -> No
 
 
 def expect_error(args: list[object], *names: object) -> str:
+    """A bad checkpoint: one line. A bad scan: the count, then one line per failed scan."""
     code, output = run_cli("predict", *args)
     assert code == 1, output
     assert "Traceback" not in output
     lines = output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("beep3d predict: error:"), output
+    if lines[0].startswith("beep3d predict: error:"):
+        assert len(lines) == 1, output
+    else:
+        assert lines[0] == "beep3d predict: 1 of 1 scan(s) failed:" and len(lines) == 2, output
+        assert lines[1].startswith("  "), output
     for name in names:
         assert str(name) in output, output
     return output

@@ -370,3 +370,20 @@ def test_tiny_scene_and_non_bool_masks() -> None:
     assert (res["per_class"]["table"]["AP50"], res["per_class"]["table"]["AP25"]) == (0.0, 1.0)
     with pytest.raises(ValueError, match="min_region_size"):
         Evaluator(SCANNET, min_region_size=0)
+
+
+def test_object_label_without_instance_is_charged_not_ignored() -> None:
+    # Vertices 200..399 are labelled chair but belong to no instance. P lies mostly on them: were
+    # they void, P (ignored fraction 0.8) would not count; as documented, P is a false positive
+    # ranked above the true positive A.
+    label = np.full(400, 5, np.int16)
+    instance = np.where(np.arange(400) < 200, 1, 0).astype(np.int32)
+    masks = np.zeros((2, 400), bool)
+    masks[0, :200] = True  # A: chair 1 exactly
+    masks[1, 150:] = True  # P: 50 vertices of chair 1, 200 labelled chair without an instance
+    gt = SceneGT("scene0000_00", label, instance)
+    pred = ScenePred("scene0000_00", masks, np.array([CLS[5], CLS[5]]), np.array([0.5, 0.9]))
+    result = evaluate([gt], [pred], SCANNET)
+    assert result["AP50"] == pytest.approx(0.25)  # 1.0 if P's area were ignored
+    void_gt = SceneGT("scene0000_00", np.where(instance > 0, 5, -1).astype(np.int16), instance)
+    assert evaluate([void_gt], [pred], SCANNET)["AP50"] == 1.0

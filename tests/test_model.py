@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 import sys
 
 import numpy as np
@@ -484,3 +485,18 @@ def test_missing_spconv_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "spconv", None)
     with pytest.raises(ImportError, match=r"pip install 'spconv-cu\d+==2\.3\.\d'"):
         import_spconv()
+
+
+def test_no_fx_tracing_notice_but_other_fx_messages_get_through():
+    # A fresh process: torch prints the notice once per process, on the first SparseConvTensor.
+    code = (
+        "import logging, torch\n"
+        "from beep3d.backend import import_spconv\n"
+        "sp = import_spconv()\n"
+        "sp.SparseConvTensor(torch.zeros(1, 1), torch.zeros(1, 4, dtype=torch.int32), [4, 4, 4], 1)\n"
+        "logging.getLogger('torch.fx._symbolic_trace').warning('another fx message')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "is_fx_tracing" not in proc.stderr
+    assert "another fx message" in proc.stderr

@@ -6,6 +6,7 @@ import json
 
 import pyarrow.dataset as ds
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -101,3 +102,38 @@ def test_preprocess_bad_scene_fails_with_named_file_then_skip_lists_it(project_c
                      "--raw", "data/raw", "--out", "data/processed", "--no-progress")  # fmt: skip
     skipped = json.loads((project_copy.root / "data/processed/skipped.json").read_text())
     assert [s["scene_id"] for s in skipped] == [victim.name]
+
+
+# Names the MLflow run of this training: MLflow gives every run a new random id, by design.
+NEW_ON_EVERY_RUN = {"reports/mlflow_run.json"}
+
+
+def _output_hashes(project) -> dict[str, str]:
+    """path -> md5 of every output dvc.lock records, the report stage's left out (always changed)."""
+    lock = yaml.safe_load((project.root / "dvc.lock").read_text())
+    return {
+        out["path"]: out["md5"]
+        for name, stage in lock["stages"].items()
+        if name != "report"
+        for out in stage.get("outs", [])
+        if out["path"] not in NEW_ON_EVERY_RUN
+    }
+
+
+def test_two_fresh_copies_reproduce_every_output_hash(project_copy, new_project_copy):
+    """A fresh clone's `dvc repro` leaves dvc.lock as committed: the same params give the same
+    bytes in every output (model files and checkpoints included), not only the same metrics.
+    Two copies in different folders, so a path or a temp-file name that leaks into a file shows."""
+    params = tiny(project_copy.params())
+    params["train"]["eval_every"] = 1  # an evaluation epoch: the history holds its figures too
+    copies = [project_copy, new_project_copy("second")]
+    for copy in copies:
+        copy.set_params(params)
+        copy.commit("tiny params")
+        copy.dvc("repro", timeout=900)
+    first, second = (_output_hashes(copy) for copy in copies)
+    assert {"models/model.pt", "checkpoints", "reports/train_history.json", "reports/submission"} <= set(
+        first
+    )
+    differ = sorted(path for path in first if first[path] != second.get(path))
+    assert not differ, f"outputs whose hash differs between two runs of the same params: {differ}"

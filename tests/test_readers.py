@@ -257,6 +257,13 @@ def test_scannet_truncated_ply(tmp_path: Path, label_map: dict[str, int]) -> Non
         read_scannet_scene(tmp_path, "scene0000_00", "train", label_map)
 
 
+def test_empty_ply_says_empty_file(tmp_path: Path, label_map: dict[str, int]) -> None:
+    files = write_scene(tmp_path, "scene0000_00")
+    files["ply"].write_bytes(b"")
+    with raises_naming(files["ply"], "empty file", scene_id="scene0000_00"):
+        read_scannet_scene(tmp_path, "scene0000_00", "train", label_map)
+
+
 def test_scannet_corrupt_ply_header(tmp_path: Path, label_map: dict[str, int]) -> None:
     files = write_scene(tmp_path, "scene0000_00")
     data = files["ply"].read_bytes()

@@ -18,6 +18,7 @@ from pipeline.sources import (
     PARTIAL_PREFIX,
     link_or_copy_local,
     prepare_s3dis,
+    split_notes,
     validate_scannet_root,
 )
 
@@ -235,10 +236,29 @@ def test_validate_scannet_root_lists_missing_files(tmp_path: Path) -> None:
         validate_scannet_root(root)
 
 
-def test_validate_scannet_root_missing_tsv_or_split(tmp_path: Path) -> None:
+def test_missing_split_file_is_an_empty_split_with_a_note(tmp_path: Path) -> None:
     root = write_scannet_root(tmp_path / "scannet")
-    (root / "scannetv2_val.txt").unlink()
-    with raises_naming(root / "scannetv2_val.txt", "split file"):
+    assert split_notes(root) == []
+    (root / "scannetv2_val.txt").unlink()  # a folder of training scenes only
+    assert validate_scannet_root(root) == ["scene0000_00", "scene0001_00"]
+    assert (
+        len(split_notes(root)) == 1
+        and "no val scenes (scannetv2_val.txt missing or empty)" in split_notes(root)[0]
+    )
+    val_only = write_scannet_root(tmp_path / "val_only", train=())
+    (val_only / "scannetv2_train.txt").unlink()
+    assert validate_scannet_root(val_only) == ["scene0002_00"]
+    assert ["no training scenes" in note for note in split_notes(val_only)] == [True]
+    out = tmp_path / "raw"
+    assert link_or_copy_local(val_only, out) == ["scene0002_00"]
+    assert not (out / "scannetv2_train.txt").exists() and (out / "scannetv2_val.txt").is_file()
+
+
+def test_validate_scannet_root_missing_tsv_or_every_split(tmp_path: Path) -> None:
+    root = write_scannet_root(tmp_path / "scannet")
+    for split in ("train", "val"):
+        (root / f"scannetv2_{split}.txt").unlink()
+    with raises_naming(root, "no split file lists a scene", "scannetv2_train.txt"):
         validate_scannet_root(root)
     (root / "scannetv2-labels.combined.tsv").unlink()
     with raises_naming(root / "scannetv2-labels.combined.tsv", "not found"):

@@ -38,9 +38,9 @@ def test_writes_the_benchmark_format(tmp_path: Path) -> None:
     pred = ScenePred(SCENE, masks, np.array([2, 17]), np.array([0.9123456, 0.25]))
     main = write_submission(tmp_path, SCENE, pred, SCANNET)
     assert main == tmp_path / f"{SCENE}.txt"
-    # label id = nyu40 id of the class (chair 5, otherfurniture 39), confidence with 6 decimals
+    # label id = nyu40 id of the class (chair 5, otherfurniture 39), confidence as repr()
     assert main.read_text() == (
-        f"predicted_masks/{SCENE}_000.txt 5 0.912346\npredicted_masks/{SCENE}_001.txt 39 0.250000\n"
+        f"predicted_masks/{SCENE}_000.txt 5 0.9123456\npredicted_masks/{SCENE}_001.txt 39 0.25\n"
     )
     assert (tmp_path / "predicted_masks" / f"{SCENE}_000.txt").read_text() == "1\n0\n1\n1\n"
     assert (tmp_path / "predicted_masks" / f"{SCENE}_001.txt").read_text() == "0\n1\n0\n0\n"
@@ -76,6 +76,29 @@ def test_round_trip_rescores_identically(tmp_path: Path, sparse: bool) -> None:
     table = before.ap_table()
     assert len(np.unique(table[~np.isnan(table)])) >= 4  # a scene with varied, non-trivial APs
     np.testing.assert_array_equal(after.ap_table(), table)
+
+
+def test_confidences_that_differ_beyond_six_decimals_keep_their_order(tmp_path: Path) -> None:
+    # Two chairs of 200 vertices. A finds chair 1 exactly; B, scored higher by 3e-7, covers half of
+    # each chair (IoU 1/3 with both): a false positive at IoU 0.5, but ranked above A. Rounded to
+    # 6 decimals the two scores tie, and the tie changes the precision-recall curve.
+    label = np.full(400, 5, np.int16)
+    instance = np.repeat([1, 2], 200).astype(np.int32)
+    masks = np.zeros((2, 400), bool)
+    masks[0, :200] = True
+    masks[1, 100:300] = True
+    scores = np.array([0.3190001, 0.3190004])
+    assert f"{scores[0]:.6f}" == f"{scores[1]:.6f}"  # the constructed tie
+    chair = SCANNET.instance_ids.index(5)
+    gt, pred = SceneGT(SCENE, label, instance), ScenePred(SCENE, masks, np.array([chair, chair]), scores)
+    write_submission(tmp_path, SCENE, pred, SCANNET)
+    back = read_submission(tmp_path, SCENE, SCANNET, n_vertices=400)
+    in_memory, from_files = Evaluator(SCANNET), Evaluator(SCANNET)
+    in_memory.add(gt, pred)
+    from_files.add(gt, back)
+    headline = lambda result: [result[k] for k in ("mAP", "AP50", "AP25")]  # noqa: E731
+    assert headline(from_files.result()) == headline(in_memory.result()) == [0.125, 0.125, 1.0]
+    assert back.scores.tolist() == scores.tolist()
 
 
 def test_rewrite_removes_stale_masks_and_empty_scene(tmp_path: Path) -> None:

@@ -77,6 +77,12 @@ class SceneSample:
     ground_truth: dict[str, np.ndarray] | None  # label (P,) int16, instance (P,) int32; None if withheld
 
 
+def split_sizes(processed_dir: str | Path) -> dict[str, int]:
+    """Scenes per split in a processed dataset (splits without scenes are absent)."""
+    splits = read_table(Path(processed_dir) / "scenes.parquet").column("split").to_pylist()
+    return {split: splits.count(split) for split in sorted(set(splits))}
+
+
 class SceneDataset(Dataset):
     """Scenes of one split, sorted by scene id; item i is `SceneSample` of the i-th scene.
 

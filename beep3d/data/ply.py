@@ -95,6 +95,8 @@ def _check_counts(fh: BinaryIO, path: Path, scene_id: str | None) -> None:
     object pointers for an ASCII face count of 10**9). Anything else wrong is left to plyfile.
     """
     size = os.fstat(fh.fileno()).st_size
+    if size == 0:  # plyfile would say "line 1: expected 'ply'", which hides what is wrong
+        raise DataError("empty file (0 bytes): not a PLY", path=path, scene_id=scene_id)
     head = fh.read(_HEADER_BYTES)
     fh.seek(0)
     for line in head.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n"):

@@ -187,6 +187,17 @@ def read_axis_alignment(meta_path: Path, scene_id: str) -> np.ndarray:
     return matrix
 
 
+def apply_axis_alignment(xyz: np.ndarray, matrix: np.ndarray, meta_path: Path, scene_id: str) -> np.ndarray:
+    """(N, 3) float32 `matrix` @ [x y z 1] of (N, 3) points; DataError naming the meta file if the
+    result is not finite in float32."""
+    # einsum, not `@`: a (N, 3) x (3, 3) product gains nothing from BLAS threads, and those threads
+    # stalled it by tens of ms when preprocessing workers already keep every core busy.
+    out = np.einsum("ij,nj->ni", matrix[:3, :3], np.asarray(xyz, np.float64)) + matrix[:3, 3]  # (N, 3)
+    if not np.isfinite(out).all() or np.abs(out).max(initial=0.0) > np.finfo(np.float32).max:
+        raise DataError("aligned coordinates are not finite", path=meta_path, scene_id=scene_id)
+    return out.astype(np.float32)
+
+
 def _load_json(path: Path, scene_id: str, what: str) -> dict:
     try:
         with open(path, "rb") as fh:
@@ -334,11 +345,7 @@ def read_scannet_scene(root: Path, scene_id: str, split: str, label_map: dict[st
     has_alignment = not np.array_equal(matrix, np.eye(4))
     if split != "test" and not has_alignment:
         log.warning("%s: no axisAlignment in %s; using identity", scene_id, files["meta"])
-    # einsum, not `@`: a (N, 3) x (3, 3) product gains nothing from BLAS threads, and those threads
-    # stalled it by tens of ms when preprocessing workers already keep every core busy.
-    xyz = np.einsum("ij,nj->ni", matrix[:3, :3], cloud.xyz.astype(np.float64)) + matrix[:3, 3]  # (N, 3)
-    if not np.isfinite(xyz).all() or np.abs(xyz).max() > np.finfo(np.float32).max:
-        raise DataError("aligned coordinates are not finite", path=files["meta"], scene_id=scene_id)
+    xyz = apply_axis_alignment(cloud.xyz, matrix, files["meta"], scene_id)  # (N, 3)
     segments = read_segments(files["segs"], scene_id, n)
     superpoint = segments.contiguous  # (N,)
     if split == "test":
@@ -357,7 +364,7 @@ def read_scannet_scene(root: Path, scene_id: str, split: str, label_map: dict[st
             )
     return RawScene(
         scene_id=scene_id,
-        xyz=xyz.astype(np.float32),
+        xyz=xyz,
         rgb=cloud.rgb,
         label=label,
         instance=instance,

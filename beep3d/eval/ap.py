@@ -1,10 +1,18 @@
 """ScanNet instance-segmentation AP: the official benchmark protocol, vectorised and streaming.
 
-The rules (DESIGN.md section 3), as ScanNet's `evaluate_semantic_instance.py` applies them:
+The rules (DESIGN.md section 3), as ScanNet's `evaluate_semantic_instance.py` applies them,
+with one case of our own marked below:
 
 * Vertices whose gt label is not an instance class of the `ClassSet` are *void*. A gt instance is
   a (label, instance id) group of vertices with an instance-class label and instance id > 0.
-  Vertices with an instance-class label but instance id 0 are neither void nor gt.
+* Ours: vertices with an instance-class label but instance id 0 are neither void nor gt: a
+  prediction covering them is charged for them (they count in its size, never as ignored area).
+  The official script cannot express such vertices: its gt files hold label * 1000 + instance
+  per vertex, and label * 1000 would be read as one more gt instance of that class, all such
+  vertices merged. They are labelled as an object class, so excusing predictions there (void)
+  would be wrong, and merging them into an invented instance would be too. None of this
+  project's readers produce them (a ScanNet aggregation and an S3DIS annotation file give every
+  labelled vertex an object); they only arise in ground truth built elsewhere.
 * Predicted masks under `min_region_size` vertices are dropped; gt instances under it are not
   counted (neither as gt nor as a miss), but overlap with them counts as ignored area.
 * Per class and IoU threshold th, gt instances are visited in ascending instance id; each takes

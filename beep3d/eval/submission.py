@@ -2,15 +2,17 @@
 
 Per scene, `<out_dir>/<scene_id>.txt` holds one line per predicted instance,
 
-    predicted_masks/<scene_id>_<k:03d>.txt <label_id> <confidence:.6f>
+    predicted_masks/<scene_id>_<k:03d>.txt <label_id> <confidence>
 
 and each mask file holds one `0`/`1` line per mesh vertex. The label id is the raw label value of
 the class (nyu40 id for ScanNet, class index for S3DIS), taken from the `ClassSet`. Mask paths are
 relative to `out_dir`, as the benchmark's evaluator reads them.
 
-Confidences are written with 6 decimals: a read-back scores exactly like the original as long as
-no two confidences of one class round onto the same 6-decimal value (AP depends only on their
-order and ties).
+Confidences are written as Python's `repr` of the float64 (the shortest text that reads back to
+the same number, at most 17 significant digits), so a read-back holds exactly the confidences in
+memory. AP depends on their order and ties: with 6 decimals, two confidences of one class that
+differed only beyond the 6th decimal became a tie, and a re-score of the files could differ from
+metrics.json.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def write_submission(
         rel = f"{MASK_DIR}/{scene_id}_{k:03d}.txt"
         write_bytes_atomic(out_dir / rel, _mask_bytes(mask), durable)
         label_id = class_set.instance_ids[classes[k]]
-        lines.append(f"{rel} {label_id} {float(pred.scores[k]):.6f}\n")
+        lines.append(f"{rel} {label_id} {float(pred.scores[k])!r}\n")
     main = out_dir / f"{scene_id}.txt"
     write_text_atomic(main, "".join(lines), durable)
     _remove_stale_masks(out_dir / MASK_DIR, scene_id, keep=len(pred))
