@@ -61,11 +61,15 @@ ablations: setup
 	dvc exp run --queue -n abl-no-query-consistency -S train.beep3d.query_consistency=false
 	dvc exp run --queue -n abl-no-feature-consistency -S train.beep3d.feature_consistency=false
 	dvc exp run --queue -n abl-no-box-queries -S train.box_query_weight=0.0
+	dvc exp run --queue -n abl-no-prior-containment -S train.beep3d.prior_containment=0.0
+	dvc exp run --queue -n abl-no-prior-objects-first -S train.beep3d.prior_objects_first=false
+	dvc exp run --queue -n abl-no-box-prior -S train.beep3d.prior_containment=0.0 -S train.beep3d.prior_objects_first=false
+	dvc exp run --queue -n abl-box-query-inside -S model.box_query_inside=true
 	dvc exp run --queue -n abl-ema-0.99 -S train.ema=0.99
 	dvc exp run --queue -n abl-ema-0.9999 -S train.ema=0.9999
 	dvc exp run --queue -n abl-box-heuristic -S train.mode=box_heuristic
 	dvc exp run --queue -n abl-full -S train.mode=full
-	dvc exp run --queue -n abl-computed-superpoints -S data_loader.superpoints=computed
+	dvc exp run --queue -n abl-computed-superpoints -S data_loader.superpoints=computed -S train.beep3d.prior_containment=0.8
 	dvc exp run --queue -n abl-box-heuristic-computed -S train.mode=box_heuristic -S data_loader.superpoints=computed
 	dvc queue start
 

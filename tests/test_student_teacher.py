@@ -112,11 +112,12 @@ def test_instance_ious_over_all_and_ambiguous_points() -> None:
     assert amb_ious == pytest.approx([1 / 2, 1 / 2])
 
 
-def tiny_run_config(mode: str, **train_overrides) -> RunConfig:
+def tiny_run_config(mode: str, box_query_inside: bool = False, **train_overrides) -> RunConfig:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["model"].update(
-        widths=[8, 16], d_model=16, n_heads=2, n_layers=2, n_queries=6, ffn_dim=32, rpe_hidden=4
-    )
+        widths=[8, 16], d_model=16, n_heads=2, n_layers=2, n_queries=6, ffn_dim=32, rpe_hidden=4,
+        box_query_inside=box_query_inside,
+    )  # fmt: skip
     params["data_loader"].update(voxel_size=0.1)
     t = params["train"]
     t.update(mode=mode, threads=1, epochs=2, batch_size=2, eval_every=1, monitor_scenes=2)
@@ -158,14 +159,18 @@ def trained_weights(cfg: RunConfig, processed: Path, resume: Path) -> dict[str, 
     return state
 
 
-@pytest.mark.parametrize("mode", ["beep3d", "box_heuristic"])
+@pytest.mark.parametrize(
+    ("mode", "box_query_inside"), [("beep3d", False), ("beep3d", True), ("box_heuristic", False)]
+)
 def test_box_supervised_weights_ignore_the_ground_truth_masks(
-    mode: str, real_and_permuted: tuple[Path, Path], tmp_path: Path
+    mode: str, box_query_inside: bool, real_and_permuted: tuple[Path, Path], tmp_path: Path
 ) -> None:
     """Permuting the per-point ground truth of the training scenes leaves every trained weight
     (student and teacher) bitwise identical, with evaluations (which do read ground truth, for
-    val AP and pseudo-mask monitoring) running after every epoch."""
-    cfg = tiny_run_config(mode)
+    val AP and pseudo-mask monitoring) running after every epoch. The box prior (params.yaml's
+    defaults) and box queries restricted to their box are on the paths covered."""
+    cfg = tiny_run_config(mode, box_query_inside)
+    assert cfg.train.beep3d.prior_containment > 0 and cfg.train.beep3d.prior_objects_first
     real, permuted = real_and_permuted
     a = trained_weights(cfg, real, tmp_path / "a")
     b = trained_weights(cfg, permuted, tmp_path / "b")
