@@ -43,7 +43,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import yaml
@@ -733,7 +733,7 @@ def main(
 ) -> None:
     """Compare the training modes over seeds, paired on the seed, from the MLflow store."""
 
-    def fail(message: object, code: int = 1) -> None:
+    def fail(message: object, code: int = 1) -> NoReturn:
         click.echo(f"compare: error: {message}", err=True)
         sys.exit(code)
 

@@ -16,6 +16,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from pipeline.compare import (
+    DEFAULT_MODES,
     EXPERIMENT,
     CompareError,
     MeanInterval,
@@ -230,10 +231,14 @@ def test_experiment_names_are_unique_and_carry_the_overrides():
     ]
 
 
-def test_experiment_name_matches_the_train_stage():
+def test_experiment_and_modes_match_the_train_stage():
+    from typing import get_args
+
+    from beep3d.engine import Mode
     from stages.train import EXPERIMENT as TRAIN_EXPERIMENT
 
     assert EXPERIMENT == TRAIN_EXPERIMENT
+    assert DEFAULT_MODES == get_args(Mode)
 
 
 # --------------------------------------------------------------------------- a real store
