@@ -718,7 +718,13 @@ def describe_source(
 @click.option("--run", "run_first", is_flag=True, help="Queue and run the missing mode/seed runs first.")
 @click.option("--force", is_flag=True, help="With --run: dvc exp run --force (re-runs every stage).")
 @click.option("--poll", "poll_s", default=10.0, show_default=True, help="Seconds between queue checks.")
-@click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_path",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the markdown to this file (atomically).",
+)
 def main(
     params_path: Path,
     tracking_uri: str | None,
