@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test lint format bench ci-pipeline ci-baseline ablations seeds
+.PHONY: setup repro test lint format bench ci-pipeline ci-baseline ablations seeds compare
 
 # torch is installed first and pinned: on a CPU machine this takes the 2.13.0 CPU build instead of a
 # multi-GB CUDA build. GPU users: see README "GPU install".
@@ -77,3 +77,11 @@ ablations: setup
 seeds: setup
 	dvc exp run --queue -S train.seed=0,1,2
 	dvc queue start
+
+## The three training modes paired on seed: queues each mode x seed that has no evaluated run in
+## the store yet, runs them one at a time, then prints the comparison (README "Reports, ablations,
+## seeds"). E.g. `make compare SEEDS=0,1,2 SET="train.epochs=40" OUT=comparison.md`.
+SEEDS ?= 0,1,2
+MODES ?= beep3d,box_heuristic,full
+compare: setup
+	python -m pipeline.compare --run --modes $(MODES) --seeds $(SEEDS) $(foreach s,$(SET),--set $(s)) $(if $(OUT),--out $(OUT))
