@@ -1,0 +1,141 @@
+"""How good are the box-supervised labels, and who decides the ambiguous superpoints better?
+
+    .venv/bin/python benchmarks/pseudo_label_audit.py [--data data/processed] [--params params.yaml]
+        [--scenes 24] [--superpoints dataset|computed] [--model checkpoints/export/last_teacher.pt]
+
+Reads the first `--scenes` training scenes with their ground truth (monitoring only: nothing here
+trains) and prints:
+
+1. The mean instance IoU of the box rules, over all points and over the ambiguous points (inside
+   an object box and at least one other box), as the training monitor measures it: the classic
+   box heuristic (smallest box + superpoint vote) and the box prior's parts (containment at several
+   fractions, objects before wall/floor boxes) in front of it.
+2. With `--model` (any saved model: a teacher export, a student, `models/model.pt`): the labels of
+   its box queries under the configured prior (`pseudo_assignment`, as training makes them), and
+   per superpoint that the prior leaves ambiguous, how often the prior's smallest box and the
+   model's best box query name the ground-truth owner (object vs object: superpoints lying wholly
+   inside >= 2 object boxes), weighted by points. A learned labeler earns its place where it beats
+   the prior there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from beep3d.data.dataset import DataConfig, SceneDataset, make_loader
+from beep3d.eval.pseudo_masks import instance_ious
+from beep3d.loss.criterion import Criterion, CriterionConfig
+from beep3d.loss.targets import (
+    BACKGROUND,
+    box_heuristic_assignment,
+    box_volume,
+    point_assignment_from_boxes,
+    superpoint_box_fraction,
+)
+from beep3d.student_teacher import Beep3dConfig, object_boxes, prior_boxes, pseudo_assignment, teacher_view
+from pipeline.config import build
+from pipeline.training import load_model
+
+RULES = {  # name -> (containment, objects_first)
+    "box heuristic (classic)": (0.0, False),
+    "objects first": (0.0, True),
+    "containment 1.0": (1.0, False),
+    "containment 1.0 + objects first": (1.0, True),
+    "containment 0.9 + objects first": (0.9, True),
+    "containment 0.8 + objects first": (0.8, True),
+}
+
+
+def superpoint_decisions(
+    sup: dict, instance: torch.Tensor, box_prob: torch.Tensor, cfg: Beep3dConfig
+) -> list[tuple[int, int, int, int]]:
+    """Per superpoint that lies wholly inside >= 2 object boxes the prior leaves it: (points,
+    ground-truth owner box or BACKGROUND, the prior's pick = the smallest of them, the model's
+    pick = the one whose box query scores the superpoint highest)."""
+    is_bg, superpoint = sup["box_is_background"], sup["superpoint"]
+    allowed = prior_boxes(sup, cfg) & ~is_bg[None, :]  # (P, T) object boxes only
+    whole = superpoint_box_fraction(allowed, superpoint) >= 1.0 - 1e-9  # (S, T)
+    volume = box_volume(sup["box_min"], sup["box_max"])
+    prob = torch.zeros(len(is_bg), box_prob.shape[1], dtype=torch.float64)
+    prob[object_boxes(sup)] = box_prob.double()
+    owner_of_id = {int(b): k for k, b in enumerate(sup["box_id"].tolist()) if not bool(is_bg[k])}
+    rows = []
+    for s in torch.nonzero(whole.sum(dim=1) >= 2).flatten().tolist():
+        boxes = torch.nonzero(whole[s]).flatten().tolist()
+        ids, counts = instance[superpoint == s].unique(return_counts=True)
+        owner = owner_of_id.get(int(ids[counts.argmax()]), BACKGROUND)
+        smallest = min(boxes, key=lambda k: float(volume[k]))
+        best = max(boxes, key=lambda k: float(prob[k, s]))
+        rows.append((int((superpoint == s).sum()), owner, smallest, best))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path("data/processed"))
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--scenes", type=int, default=24)
+    ap.add_argument("--superpoints", choices=("dataset", "computed"), default=None)
+    ap.add_argument("--model", type=Path, default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    params = yaml.safe_load(args.params.read_text())
+    cfg = build(Beep3dConfig, params["train"]["beep3d"], "train.beep3d")
+    loader_params = dict(params["data_loader"])
+    if args.superpoints:
+        loader_params["superpoints"] = args.superpoints
+    data_cfg = build(DataConfig, loader_params, "data_loader")
+    dataset = SceneDataset(
+        args.data, "train", data_cfg, with_ground_truth=True, train=False, max_scenes=args.scenes
+    )
+    model = None
+    if args.model is not None:
+        model, _ = load_model(args.model, torch.device("cpu"))
+    criterion = Criterion.from_config(build(CriterionConfig, params["train"]["loss"], "train.loss"))
+
+    ious: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in RULES}
+    if model is not None:
+        ious["model's box queries (configured prior + vote)"] = ([], [])
+    decisions: list = []
+    for batch in make_loader(dataset, 1, shuffle=False, seed=0, num_workers=0):
+        sup, gt = batch["supervision"][0], batch["ground_truth"][0]
+        instance = gt["instance"].to(torch.int64)
+        _, ambiguous = point_assignment_from_boxes(sup["point_in_box"], sup["box_is_background"])
+        resolved = {name: box_heuristic_assignment(sup, *rule) for name, rule in RULES.items()}
+        if model is not None:
+            view = teacher_view(model, batch, cfg.center_queries, criterion)
+            on = dataclasses.replace(cfg, pseudo_masks=True)
+            resolved["model's box queries (configured prior + vote)"] = pseudo_assignment(
+                sup, view.box_prob[0], on
+            )
+            decisions += superpoint_decisions(sup, instance, view.box_prob[0], cfg)
+        for name, assigned in resolved.items():
+            all_ious, amb_ious = instance_ious(assigned, instance, sup, ambiguous)
+            ious[name][0].extend(all_ious)
+            ious[name][1].extend(amb_ious)
+
+    print(f"{len(dataset)} training scenes, {data_cfg.superpoints} superpoints; mean instance IoU")
+    print(f"{'labels':52s} {'all points':>10s} {'ambiguous':>10s}")
+    for name, (all_ious, amb_ious) in ious.items():
+        print(f"{name:52s} {np.mean(all_ious):10.3f} {np.mean(amb_ious):10.3f}")
+    if decisions:
+        points = np.array([r[0] for r in decisions], dtype=float)
+        share = {
+            who: float(points @ np.array([r[1] == r[col] for r in decisions]) / points.sum())
+            for who, col in (("the prior's smallest box", 2), ("the model's best box query", 3))
+        }
+        print(
+            f"\n{len(decisions)} superpoints ({int(points.sum())} points) lie wholly inside >= 2 object boxes "
+            f"under the prior (containment {cfg.prior_containment}); share of points whose owner each picks: "
+            + ", ".join(f"{who} {v:.3f}" for who, v in share.items())
+        )
+
+
+if __name__ == "__main__":
+    main()
