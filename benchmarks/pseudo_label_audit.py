@@ -15,7 +15,8 @@ trains) and prints:
    per superpoint that the prior leaves ambiguous, how often the prior's smallest box and the
    model's best box query name the ground-truth owner (object vs object: superpoints lying wholly
    inside >= 2 object boxes), weighted by points. A learned labeler earns its place where it beats
-   the prior there.
+   the prior there, and where the model disagrees with the prior, how often the prior is wrong
+   (whether the model could flag the prior's mistakes).
 """
 
 from __future__ import annotations
@@ -135,6 +136,15 @@ def main() -> None:
             f"under the prior (containment {cfg.prior_containment}); share of points whose owner each picks: "
             + ", ".join(f"{who} {v:.3f}" for who, v in share.items())
         )
+        # Could the model's disagreement flag the prior's mistakes (to leave them out of the loss)?
+        for name, pick in (("agrees", True), ("disagrees", False)):
+            rows = [r for r in decisions if (r[2] == r[3]) == pick]
+            if rows:
+                w = np.array([r[0] for r in rows], dtype=float)
+                wrong = float(w @ np.array([r[1] != r[2] for r in rows]) / w.sum())
+                print(
+                    f"where the model {name} with the prior ({int(w.sum())} points): the prior is wrong on {wrong:.3f}"
+                )
 
 
 if __name__ == "__main__":
