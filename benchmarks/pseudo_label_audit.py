@@ -22,7 +22,6 @@ trains) and prints:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -111,9 +110,8 @@ def main() -> None:
         resolved = {name: box_heuristic_assignment(sup, *rule) for name, rule in RULES.items()}
         if model is not None:
             view = teacher_view(model, batch, cfg.center_queries, criterion)
-            on = dataclasses.replace(cfg, pseudo_masks=True)
             resolved["model's box queries (configured prior + vote)"] = pseudo_assignment(
-                sup, view.box_prob[0], on
+                sup, view.box_prob[0], cfg
             )
             decisions += superpoint_decisions(sup, instance, view.box_prob[0], cfg)
         for name, assigned in resolved.items():
