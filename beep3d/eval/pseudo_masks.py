@@ -94,8 +94,11 @@ def pseudo_mask_quality(
                 "box_prior": box_heuristic_assignment(sup, cfg.prior_containment, cfg.prior_objects_first),
             }
             if view is not None:
-                resolved["teacher"] = pseudo_assignment(sup, view.box_prob[b], cfg)
-                resolved["teacher_alone"] = pseudo_assignment(sup, view.box_prob[b], cfg, vote=False)
+                alone = pseudo_assignment(sup, view.box_prob[b], cfg, vote=False)
+                resolved["teacher_alone"] = alone
+                resolved["teacher"] = (
+                    superpoint_majority_vote(alone, sup["superpoint"]) if cfg.superpoint_vote else alone
+                )
             for name, assigned in resolved.items():
                 all_ious, amb_ious = instance_ious(assigned, instance, sup, ambiguous)
                 ious[f"{name}_iou_all"] += all_ious

@@ -167,18 +167,15 @@ def attention_blocks(
     """
     if mask_logits is None and region is None:
         return None
-    outside = None if region is None else ~region
-    if memory_pad is not None and outside is not None:
-        outside = outside | memory_pad[:, None, :]
+    pad = None if memory_pad is None else memory_pad[:, None, :]  # (B, 1, S)
+    outside = None if region is None else (~region if pad is None else ~region | pad)  # (B, Q, S)
     blocked = mask_logits < 0 if mask_logits is not None else torch.zeros_like(outside)  # sigmoid < 0.5
     if outside is not None:
         blocked = blocked | outside
-    if memory_pad is not None:
-        blocked = blocked | memory_pad[:, None, :]
+    elif pad is not None:
+        blocked = blocked | pad
     empty = blocked.all(dim=-1, keepdim=True)  # (B, Q, 1)
-    if outside is None:
-        return blocked & ~empty
-    return torch.where(empty, outside, blocked)
+    return blocked & ~empty if outside is None else torch.where(empty, outside, blocked)
 
 
 # Mask logit of a superpoint outside a box query's region: sigmoid(-12) ~ 6e-6, "surely not".
