@@ -43,6 +43,7 @@ from beep3d.io import write_text_atomic
 from pipeline import plots
 from pipeline.config import build, flatten, section
 from pipeline.gitinfo import run_git
+from pipeline.tracking import RunKey, TrackingError, find_run, project_root_of, resolve_tracking_uri
 
 DASH = "–"  # a number that does not exist (class without ground truth, metric not logged)
 N_SCENE_FIGURES = 3
@@ -292,6 +293,24 @@ def sqlite_path(tracking_uri: str) -> Path | None:
         return None
     path = tracking_uri[len(prefix) :].partition("?")[0]
     return None if path in ("", ":memory:") else Path(path)
+
+
+def training_run(
+    run_key: Any, run_key_path: Path, project_root: Path, env: Mapping[str, str]
+) -> dict[str, str]:
+    """The training's MLflow run (RunInfo as a dict), found by the train stage's run key in the
+    store the train stage resolves (pipeline/tracking.py `RunKey`). Raises StoreUnavailable."""
+    uri = resolve_tracking_uri(project_root, env)
+    try:
+        key = RunKey.from_json(run_key, str(run_key_path))
+        found = find_run(uri, key)
+    except TrackingError as err:
+        raise StoreUnavailable(str(err)) from err
+    if found is None:
+        raise StoreUnavailable(
+            f"no run of experiment {key.experiment!r} tagged run_key={key.run_key} in {uri}"
+        )
+    return found.to_json()
 
 
 def load_runs(tracking_uri: str, experiment_id: str) -> list[TrackedRun]:
@@ -819,8 +838,8 @@ def build_report(paths: ReportPaths, params: dict[str, Any], env: Mapping[str, s
     metrics = _read_json(r / "metrics.json", "run `dvc repro evaluate`")
     history = _read_json(r / "train_history.json", "run `dvc repro train`")
     summary = _read_json(r / "train_summary.json", "run `dvc repro train`")
-    run_info_path = r / "mlflow_run.json"
-    run_info = _read_json(run_info_path) if run_info_path.is_file() else None
+    run_key_path = r / "mlflow_run.json"
+    run_key = _read_json(run_key_path) if run_key_path.is_file() else None
     stats_path = paths.data / "stats.json"
     stats = _read_json(stats_path) if stats_path.is_file() else None
     if "val" not in metrics:
@@ -844,12 +863,13 @@ def build_report(paths: ReportPaths, params: dict[str, Any], env: Mapping[str, s
         raise ReportError(f"{submission}: scenes {unknown[:5]} are not in {paths.data / 'scenes.parquet'}")
     val = score_submission(paths.data, submission, evaluated, class_set, N_SCENE_FIGURES)
 
-    runs, store_note = None, None
-    if run_info is None:
-        store_note = f"no {run_info_path} (the training was not tracked in MLflow)"
+    runs, run_info, store_note = None, None, None
+    if run_key is None:
+        store_note = f"no {run_key_path} (the training was not tracked in MLflow)"
     else:
         try:
-            runs = load_runs(str(run_info["tracking_uri"]), str(run_info["experiment_id"]))
+            run_info = training_run(run_key, run_key_path, project_root_of(paths.project_root), env)
+            runs = load_runs(run_info["tracking_uri"], run_info["experiment_id"])
         except StoreUnavailable as err:
             store_note = str(err)
 

@@ -116,6 +116,69 @@ class RunInfo:
         return dataclasses.asdict(self)
 
 
+RUN_KEY_TAG = "run_key"
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """How later stages find a training's MLflow run: the experiment and the run's `run_key` tag.
+
+    The train stage writes this (reports/mlflow_run.json) instead of the run's id, because MLflow
+    draws a new random id for every run and the store's path differs per clone: a file holding
+    either would change on every `dvc repro` of the same params, and with it dvc.lock. The key is
+    the training fingerprint (params + data), so the same inputs give the same file, and the run is
+    the latest one of the experiment carrying the key in the store the stage resolves at run time
+    (`resolve_tracking_uri`). The latest is the right one in a pipeline: evaluate and report run
+    right after their train stage, and a train stage DVC restored from its cache leads to the run
+    that produced those very outputs.
+    """
+
+    experiment: str
+    run_key: str
+
+    def to_json(self) -> dict[str, str]:
+        return {**dataclasses.asdict(self), "tag": RUN_KEY_TAG}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], source: str) -> RunKey:
+        try:
+            return cls(experiment=str(data["experiment"]), run_key=str(data["run_key"]))
+        except (KeyError, TypeError) as err:
+            raise TrackingError(
+                f"{source}: expected the train stage's run key {{experiment, run_key}}, got {data!r}"
+            ) from err
+
+
+def find_run(tracking_uri: str, key: RunKey) -> RunInfo | None:
+    """The latest run of `key.experiment` tagged with `key.run_key`; None if there is none (or no
+    store at a sqlite path: opening it would create an empty one). Raises TrackingError when the
+    store cannot be read."""
+    prefix = "sqlite:///"
+    if tracking_uri.startswith(prefix):
+        db = tracking_uri[len(prefix) :].partition("?")[0]
+        if db not in ("", ":memory:") and not Path(db).is_file():
+            return None
+    from mlflow.tracking import MlflowClient
+
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri)
+        experiment = client.get_experiment_by_name(key.experiment)
+        if experiment is None:
+            return None
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.{RUN_KEY_TAG} = '{key.run_key}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+    except Exception as err:
+        raise TrackingError(f"MLflow tracking store {tracking_uri!r} unreadable: {_describe(err)}") from err
+    if not runs:
+        return None
+    run = runs[0]
+    return RunInfo(run.info.run_id, experiment.experiment_id, run.info.run_name or "", tracking_uri)
+
+
 class Tracker:
     """One MLflow run, through `MlflowClient` only (no fluent `mlflow.start_run` state).
 
@@ -193,7 +256,8 @@ class Tracker:
 
     def attach(self, info: RunInfo) -> None:
         """Continue logging to an existing run (e.g. the evaluate stage adding its metrics to the
-        training's run named in reports/mlflow_run.json). Later calls follow the failure policy."""
+        training's run, found by the key in reports/mlflow_run.json). Later calls follow the
+        failure policy."""
         from mlflow.tracking import MlflowClient
 
         if self._run is not None:

@@ -5,8 +5,9 @@
 
 Predictions are mapped back to every original vertex. Besides the metrics, every scene's
 instances are written in the ScanNet benchmark submission format, so anyone can re-score them.
-With --run-info (reports/mlflow_run.json from the train stage) the metrics are also added to the
-training's MLflow run as `evaluate/...`; a tracking failure there only warns.
+With --run-info (reports/mlflow_run.json, the train stage's run key) the metrics are also added
+to the training's MLflow run as `evaluate/...`, the run found by its key in the store resolved as
+the train stage resolves it; a tracking failure or a run that cannot be found only warns.
 """
 
 from __future__ import annotations
@@ -28,12 +29,25 @@ from beep3d.eval import Evaluator, SceneGT, to_jsonable, write_submission
 from beep3d.io import write_json_atomic
 from pipeline.checkpoint import CheckpointError
 from pipeline.config import ConfigError, build, load_params, section
-from pipeline.tracking import RunInfo, Tracker
+from pipeline.tracking import RunKey, Tracker, TrackingError, find_run, project_root_of, resolve_tracking_uri
 from pipeline.training import load_model
 
 
 def log_to_training_run(run_info_path: Path, result: dict, metrics_path: Path) -> None:
-    info = RunInfo(**json.loads(run_info_path.read_text()))
+    uri = resolve_tracking_uri(project_root_of(Path.cwd()))
+    try:
+        key = RunKey.from_json(json.loads(run_info_path.read_text()), str(run_info_path))
+        info = find_run(uri, key)
+    except (TrackingError, json.JSONDecodeError) as err:
+        click.echo(f"warning: metrics not added to the training's MLflow run: {err}", err=True)
+        return
+    if info is None:
+        click.echo(
+            f"warning: metrics not added to MLflow: no run of experiment {key.experiment!r} tagged "
+            f"run_key={key.run_key} in {uri} (was the training tracked in another store?)",
+            err=True,
+        )
+        return
     tracker = Tracker(info.tracking_uri, "", None, log=click.echo)
     tracker.attach(info)
     # Classes without ground truth have NaN AP: they are skipped, not logged as numbers.

@@ -6,8 +6,9 @@
 
 Reads from --reports: metrics.json, submission/ (evaluate), train_history.json,
 train_summary.json, mlflow_run.json (train); from --data: scenes.parquet, stats.json and the
-val/train points; params section `train`. Also reads, for context only, the MLflow store named in
-mlflow_run.json (all finished runs of the experiment) and git (commit, params defaults); what is
+val/train points; params section `train`. Also reads, for context only, the MLflow store (resolved
+as the train stage resolves it; the training's run found by the key in mlflow_run.json; all
+finished runs of the experiment) and git (commit, params defaults); what is
 missing there becomes a note in the report. Writes report.md, the figures folder (rebuilt
 whole) and losses.csv / val_map.csv / pseudo_iou.csv under --plots (pipeline/report.py).
 

@@ -11,8 +11,10 @@ A killed run re-run with the same params resumes from `checkpoints/` (see pipeli
 
 Tracking: one MLflow run per training (pipeline/tracking.py), named after the DVC experiment
 when there is one, with every param, provenance tags, per-step losses, every evaluation, the
-labelled last/best summary and the checkpoints as artifacts; its id goes to --run-info so a DVC
-experiment leads to its run. If the tracking store cannot be opened, the stage stops with an
+labelled last/best summary and the checkpoints as artifacts. --run-info gets the run's key (the
+training fingerprint, also a tag of the run), not MLflow's random run id, so the same params and
+data write the same file and dvc.lock reproduces; evaluate and report find the run by that key
+(pipeline/tracking.py `RunKey`). If the tracking store cannot be opened, the stage stops with an
 error naming the URI before any training; once training runs, tracking failures only warn.
 
 Distributed: the same command under torchrun (see README "Distributed training") trains with
@@ -36,6 +38,8 @@ from pipeline.checkpoint import CheckpointError
 from pipeline.config import ConfigError, build, flatten, load_params
 from pipeline.distributed import Ranks
 from pipeline.tracking import (
+    RUN_KEY_TAG,
+    RunKey,
     Tracker,
     TrackingError,
     default_artifact_root,
@@ -44,7 +48,7 @@ from pipeline.tracking import (
     run_name_from_env,
     run_tags,
 )
-from pipeline.training import RunConfig, TrainResult, data_hash, save_model, train
+from pipeline.training import RunConfig, TrainResult, data_hash, fingerprint, save_model, train
 
 EXPERIMENT = "beep3d"
 
@@ -71,8 +75,9 @@ def write_exports(result: TrainResult, cfg: RunConfig, model_path: Path, export_
     return files
 
 
-def start_tracking(params: dict, cfg: RunConfig, data_dir: Path) -> Tracker:
-    """Open the MLflow run (raises TrackingError before any training if the store is unusable)."""
+def start_tracking(params: dict, cfg: RunConfig, data_dir: Path) -> tuple[Tracker, RunKey]:
+    """Open the MLflow run, tagged with its key (raises TrackingError before any training if the
+    store is unusable)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     root = project_root_of(Path.cwd())
     uri = resolve_tracking_uri(root)
@@ -80,8 +85,9 @@ def start_tracking(params: dict, cfg: RunConfig, data_dir: Path) -> Tracker:
     tags = run_tags(
         Path.cwd(), cfg.train.mode, str(params.get("data", {}).get("source", "")), data_hash(data_dir)
     )
-    tracker.start(run_name_from_env(), tags, flatten(params))
-    return tracker
+    key = RunKey(EXPERIMENT, fingerprint(cfg, data_dir))
+    tracker.start(run_name_from_env(), {**tags, RUN_KEY_TAG: key.run_key}, flatten(params))
+    return tracker, key
 
 
 def log_outcome(tracker: Tracker, result: TrainResult, cfg: RunConfig, files: dict[str, Path]) -> None:
@@ -140,14 +146,14 @@ def main(
         if not ranks.is_main:
             train_other_rank(cfg, Path(data_dir), Path(resume_dir), ranks)
             return
-        tracker = start_tracking(params, cfg, Path(data_dir))
+        tracker, key = start_tracking(params, cfg, Path(data_dir))
     except (ConfigError, DataError, TrackingError, CheckpointError, OSError) as err:
         click.echo(f"train failed: {err}", err=True)
         sys.exit(1)
     assert tracker.run is not None
     tracker.set_tags({"world_size": str(ranks.world_size)})
     # Written first: even a failed or killed training leads to its (FAILED/KILLED) run.
-    write_json_atomic(Path(run_info_path), tracker.run.to_json())
+    write_json_atomic(Path(run_info_path), key.to_json())
     click.echo(f"MLflow run {tracker.run.run_id} ({tracker.run.run_name}) in {tracker.tracking_uri}")
     with tracker:
         try:

@@ -9,6 +9,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from pipeline.tracking import RunKey, find_run
+
 pytestmark = pytest.mark.slow
 
 
@@ -47,10 +49,13 @@ def test_dvc_repro_whole_pipeline_on_tiny_params(project_copy):
     val_ids = sorted(s["scene_id"] for s in scenes if s["split"] == "val")
     assert sorted(p.stem for p in (root / "reports/submission").glob("*.txt")) == val_ids
 
-    # train: one MLflow run in the project's own store, linked both ways
-    run_info = json.loads((root / "reports/mlflow_run.json").read_text())
-    assert run_info["tracking_uri"] == f"sqlite:///{root.resolve() / 'mlflow.db'}"
+    # train: one MLflow run in the project's own store, linked both ways through its run key
+    key = RunKey.from_json(json.loads((root / "reports/mlflow_run.json").read_text()), "mlflow_run.json")
+    found = find_run(f"sqlite:///{root.resolve() / 'mlflow.db'}", key)
+    assert found is not None
+    run_info = found.to_json()
     run = MlflowClient(run_info["tracking_uri"]).get_run(run_info["run_id"])
+    assert run.data.tags["run_key"] == key.run_key
     assert run.info.status == "FINISHED"
     assert run.data.params["train.mode"] == "beep3d" and run.data.params["train.ema"] == "0.999"
     assert run.data.tags["mode"] == "beep3d" and len(run.data.tags["git_commit"]) == 40
@@ -104,10 +109,6 @@ def test_preprocess_bad_scene_fails_with_named_file_then_skip_lists_it(project_c
     assert [s["scene_id"] for s in skipped] == [victim.name]
 
 
-# Names the MLflow run of this training: MLflow gives every run a new random id, by design.
-NEW_ON_EVERY_RUN = {"reports/mlflow_run.json"}
-
-
 def _output_hashes(project) -> dict[str, str]:
     """path -> md5 of every output dvc.lock records, the report stage's left out (always changed)."""
     lock = yaml.safe_load((project.root / "dvc.lock").read_text())
@@ -116,7 +117,6 @@ def _output_hashes(project) -> dict[str, str]:
         for name, stage in lock["stages"].items()
         if name != "report"
         for out in stage.get("outs", [])
-        if out["path"] not in NEW_ON_EVERY_RUN
     }
 
 
@@ -132,8 +132,12 @@ def test_two_fresh_copies_reproduce_every_output_hash(project_copy, new_project_
         copy.commit("tiny params")
         copy.dvc("repro", timeout=900)
     first, second = (_output_hashes(copy) for copy in copies)
-    assert {"models/model.pt", "checkpoints", "reports/train_history.json", "reports/submission"} <= set(
-        first
-    )
+    assert {
+        "models/model.pt",
+        "checkpoints",
+        "reports/train_history.json",
+        "reports/submission",
+        "reports/mlflow_run.json",  # the run's key, not MLflow's random run id
+    } <= set(first)
     differ = sorted(path for path in first if first[path] != second.get(path))
     assert not differ, f"outputs whose hash differs between two runs of the same params: {differ}"

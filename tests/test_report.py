@@ -84,7 +84,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     ]
     ids = {}
     for name, mode, seed, threads, m_ap, status in specs:
-        run = client.create_run(experiment_id, run_name=name, tags={"mode": mode})
+        run = client.create_run(experiment_id, run_name=name, tags={"mode": mode, "run_key": f"key-{name}"})
         params = {
             "train.mode": mode,
             "train.seed": seed,
@@ -186,21 +186,18 @@ def make_inputs(root: Path, processed: Path, run_info: dict) -> tuple[ReportPath
     return paths, metrics
 
 
-def run_info_for(store: dict[str, str], run: str = "beep3d-s1") -> dict[str, str]:
-    return {
-        "run_id": store[run],
-        "experiment_id": store["experiment_id"],
-        "run_name": run,
-        "tracking_uri": store["tracking_uri"],
-    }
+def run_key_for(run: str = "beep3d-s1") -> dict[str, str]:
+    """reports/mlflow_run.json as the train stage writes it: the run's key, not its id."""
+    return {"experiment": "beep3d", "run_key": f"key-{run}", "tag": "run_key"}
 
 
 def test_report_has_every_section_figure_and_table(tmp_path: Path, processed: Path, store: dict[str, str]):
-    paths, metrics = make_inputs(tmp_path, processed, run_info_for(store))
+    paths, metrics = make_inputs(tmp_path, processed, run_key_for("beep3d-s1"))
     stale = paths.figures / "old_scene.png"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"stale")
-    text = build_report(paths, repo_params(), env={"DVC_EXP_NAME": "exp-tiny"})
+    env = {"DVC_EXP_NAME": "exp-tiny", "MLFLOW_TRACKING_URI": store["tracking_uri"]}
+    text = build_report(paths, repo_params(), env=env)
     assert paths.out.read_text() == text
 
     # 1. headline and per-class table, re-scored from the submission
@@ -305,15 +302,23 @@ def test_stage_refuses_evaluated_scenes_from_the_training_split(
     check_splits(["scene_a", "scene_b"], ["scene_v"])  # disjoint: passes
 
 
-def test_missing_store_is_a_note_not_a_failure(tmp_path: Path, processed: Path):
+def test_missing_store_or_run_is_a_note_not_a_failure(tmp_path: Path, processed: Path, store: dict[str, str]):
     db = tmp_path / "nowhere" / "mlflow.db"
-    info = {"run_id": "abc", "experiment_id": "1", "run_name": "r", "tracking_uri": f"sqlite:///{db}"}
-    paths, _ = make_inputs(tmp_path, processed, info)
+    paths, _ = make_inputs(tmp_path, processed, run_key_for("beep3d-s1"))
     params = repo_params()
     params["train"]["mode"] = "box_heuristic"
-    text = build_report(paths, params, env={})
-    assert f"Not available: no MLflow store at {db}." in text
+    text = build_report(paths, params, env={"MLFLOW_TRACKING_URI": f"sqlite:///{db}"})
+    assert (
+        f"Not available: no run of experiment 'beep3d' tagged run_key=key-beep3d-s1 in sqlite:///{db}."
+        in text
+    )
     assert not db.exists()  # reading must not create an empty store
+    assert "MLflow run: no run info" in text
+
+    # a store without a run of this key (another training's store): a note naming the key
+    (paths.reports / "mlflow_run.json").write_text(json.dumps(run_key_for("never-trained")))
+    text = build_report(paths, params, env={"MLFLOW_TRACKING_URI": store["tracking_uri"]})
+    assert "Not available: no run of experiment 'beep3d' tagged run_key=key-never-trained" in text
     assert "skipped, mode `box_heuristic` has no teacher" in text
     assert "DVC experiment: `workspace`" in text
 
