@@ -387,3 +387,32 @@ def test_object_label_without_instance_is_charged_not_ignored() -> None:
     assert result["AP50"] == pytest.approx(0.25)  # 1.0 if P's area were ignored
     void_gt = SceneGT("scene0000_00", np.where(instance > 0, 5, -1).astype(np.int16), instance)
     assert evaluate([void_gt], [pred], SCANNET)["AP50"] == 1.0
+
+
+def single_scene_evaluator(gt: SceneGT, pred: ScenePred, class_set=SCANNET) -> Evaluator:
+    ev = Evaluator(class_set)
+    ev.add(gt, pred)
+    return ev
+
+
+def test_combined_per_scene_evaluators_equal_one_streaming_evaluator() -> None:
+    """The bootstrap over val scenes (benchmarks/val_noise.py) scores each scene once and combines
+    scene multisets: in scene order that is bit for bit the streaming evaluator, and a scene drawn
+    twice counts twice."""
+    rng = np.random.default_rng(7)
+    scenes = [random_scene(rng, f"scene{i:04d}_00") for i in range(6)]
+    streaming = Evaluator(SCANNET)
+    for g, p in scenes:
+        streaming.add(g, p)
+    parts = [single_scene_evaluator(g, p) for g, p in scenes]
+    combined = Evaluator.combined(parts)
+    np.testing.assert_array_equal(combined.ap_table(), streaming.ap_table())
+    assert combined.n_scenes == streaming.n_scenes and combined.n_gt_instances == streaming.n_gt_instances
+
+    twice = Evaluator.combined([parts[0], parts[0]])
+    assert twice.n_gt_instances == 2 * parts[0].n_gt_instances
+    assert twice._scores[0] == [s + s for s in parts[0]._scores[0]]
+    with pytest.raises(ValueError, match="at least one"):
+        Evaluator.combined([])
+    with pytest.raises(ValueError, match="differ in class set"):
+        Evaluator.combined([parts[0], Evaluator(S3DIS)])

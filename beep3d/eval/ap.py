@@ -364,6 +364,30 @@ class Evaluator:
                 t_scores[ov.pred_class[j]].append(scores[j])
                 t_trues[ov.pred_class[j]].append(0.0)
 
+    @classmethod
+    def combined(cls, parts: Sequence[Evaluator]) -> Evaluator:
+        """One evaluator holding the tallies of `parts`, as if their scenes had been added to one
+        evaluator in this order: the same result, bit for bit. Unlike `add`, a scene may occur
+        more than once, which resampling scenes needs (the bootstrap in
+        benchmarks/val_noise.py scores each val scene once and then draws scene multisets)."""
+        if not parts:
+            raise ValueError("Evaluator.combined needs at least one evaluator")
+        first = parts[0]
+        if any(p.class_set != first.class_set or p.min_region_size != first.min_region_size for p in parts):
+            raise ValueError("Evaluator.combined: the evaluators differ in class set or min_region_size")
+        out = cls(first.class_set, first.min_region_size)
+        for part in parts:
+            for ti in range(len(THRESHOLDS)):
+                for ci in range(first.class_set.num_classes):
+                    out._scores[ti][ci] += part._scores[ti][ci]
+                    out._trues[ti][ci] += part._trues[ti][ci]
+            out._hard_fn += part._hard_fn
+            out._has_gt |= part._has_gt
+            out._has_pred |= part._has_pred
+            out._scene_ids |= part._scene_ids
+            out.n_gt_instances += part.n_gt_instances
+        return out
+
     def ap_table(self) -> np.ndarray:
         """AP per class and threshold: (C, len(THRESHOLDS)) float64, NaN rows for classes without gt."""
         c, t = self.class_set.num_classes, len(THRESHOLDS)

@@ -1,0 +1,184 @@
+"""How large a difference between two modes can the benchmark resolve, and what would resolve more?
+
+    python benchmarks/val_noise.py --data DIR --model beep3d/s0=runs/a/model.pt \\
+        --model beep3d/s1=... --model box_heuristic/s0=... --model box_heuristic/s1=... \\
+        [--sizes 24,48,120] [--draws 400] [--out val_noise.json]
+
+A mode's val AP varies from seed to seed for two reasons: training (another seed is another
+model) and evaluation (a finite val split scores the same model with sampling error). More val
+scenes shrink only the second; more seeds shrink both. This script measures each part, so the
+benchmark's size is chosen from figures:
+
+- every model (`--model GROUP/MEMBER=PATH`; members of two groups are paired by name, e.g. seeds)
+  predicts every val scene of DIR once; each scene is scored on its own (`Evaluator.combined`);
+- for each val size n (the first n scenes in scene order; the default benchmark's 24 val scenes
+  are the first 24 of a larger synthetic val split, since scene i is generated from (seed, i)):
+  each model's mAP/AP50, each group's mean and seed std, and each pair of groups' per-member
+  differences, mean, std and the 95 % t half-width: the smallest difference these seeds resolve;
+- the evaluation part at size n: the std, over `--draws` bootstrap draws of n scenes (with
+  replacement, from all val scenes of DIR), of each paired difference, averaged over members;
+- the training part: the paired-difference variance at the largest size minus its evaluation
+  part there; with both, the projected std of one paired difference at size n, and the number of
+  seeds whose 95 % half-width reaches `--target` (0.02 AP50 by default).
+
+Generate the larger val split with the same `data.synthetic` params but a larger `n_val` (train
+scenes stay the same), preprocess it, and point --data at it; train the models on the default data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from beep3d.data.dataset import DataConfig, SceneDataset, make_loader
+from beep3d.engine import InferenceConfig, iterate_predictions
+from beep3d.eval import Evaluator, SceneGT
+from pipeline.config import build
+from pipeline.training import load_model
+
+METRICS = ("mAP", "AP50")
+
+
+def scene_evaluators(model_path: Path, data: Path) -> tuple[list[str], list[Evaluator]]:
+    """Predict every val scene with the model (its own data_loader / inference params) and score
+    each scene on its own; scene ids in order."""
+    device = torch.device("cpu")
+    model, payload = load_model(model_path, device)
+    data_cfg = build(DataConfig, payload["data_loader"], f"{model_path}: data_loader")
+    infer_cfg = build(InferenceConfig, payload["inference"], f"{model_path}: inference")
+    val = SceneDataset(data, "val", data_cfg, with_ground_truth=True, train=False)
+    ids, parts = [], []
+    for batch, preds in iterate_predictions(model, make_loader(val, 1, False, 0, 0), infer_cfg, device):
+        for gt, pred in zip(batch["ground_truth"], preds, strict=True):
+            ev = Evaluator(val.class_set)
+            ev.add(SceneGT(pred.scene_id, gt["label"].numpy(), gt["instance"].numpy()), pred)
+            ids.append(pred.scene_id)
+            parts.append(ev)
+    return ids, parts
+
+
+def score(parts: list[Evaluator], picks: np.ndarray | range) -> dict[str, float]:
+    result = Evaluator.combined([parts[i] for i in picks]).result()
+    return {m: float(result[m]) for m in METRICS}
+
+
+def half_width(sd: float, k: int) -> float:
+    """95 % two-sided t half-width of a mean of k paired differences with std sd."""
+    return float(stats.t.ppf(0.975, k - 1) * sd / math.sqrt(k)) if k > 1 else math.inf
+
+
+def seeds_needed(sd: float, target: float, k_max: int = 200) -> int | None:
+    return next((k for k in range(2, k_max + 1) if half_width(sd, k) <= target), None)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True, help="processed data whose val split is scored")
+    ap.add_argument("--model", action="append", required=True, help="GROUP/MEMBER=PATH (repeat)")
+    ap.add_argument("--sizes", default="24,48,120", help="val sizes: the first n scenes")
+    ap.add_argument("--draws", type=int, default=400, help="bootstrap draws per size")
+    ap.add_argument("--target", type=float, default=0.02, help="AP50 difference to resolve")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+
+    models: dict[str, dict[str, list[Evaluator]]] = {}
+    scene_ids: list[str] | None = None
+    for spec in args.model:
+        label, _, path = spec.partition("=")
+        group, _, member = label.partition("/")
+        if not path or not member:
+            ap.error(f"--model {spec!r}: expected GROUP/MEMBER=PATH")
+        ids, parts = scene_evaluators(Path(path), args.data)
+        if scene_ids is not None and ids != scene_ids:
+            ap.error(f"{path}: scored other val scenes than the first model")
+        scene_ids = ids
+        models.setdefault(group, {})[member] = parts
+        print(f"scored {label}: {len(ids)} val scenes", flush=True)
+    assert scene_ids is not None
+    n_all = len(scene_ids)
+    sizes = [n for n in (int(s) for s in args.sizes.split(",")) if n <= n_all]
+    rng = np.random.default_rng(args.seed)
+    draws = {n: [rng.integers(0, n_all, n) for _ in range(args.draws)] for n in sizes}
+
+    out: dict = {"val_scenes": n_all, "sizes": sizes, "draws": args.draws, "target_AP50": args.target}
+    out["models"] = {
+        f"{g}/{m}": {str(n): score(parts, range(n)) for n in sizes}
+        for g, members in models.items()
+        for m, parts in members.items()
+    }
+    out["groups"] = {
+        g: {
+            str(n): {
+                metric: {
+                    "mean": statistics.mean(
+                        v := [out["models"][f"{g}/{m}"][str(n)][metric] for m in members]
+                    ),
+                    "std": statistics.stdev(v) if len(v) > 1 else None,
+                }
+                for metric in METRICS
+            }
+            for n in sizes
+        }
+        for g, members in models.items()
+    }
+    out["pairs"] = {}
+    for a, b in combinations(models, 2):
+        common = sorted(set(models[a]) & set(models[b]))
+        if not common:
+            continue
+        pair: dict = {"members": common}
+        for n in sizes:
+            row: dict = {}
+            for metric in METRICS:
+                diffs = [
+                    out["models"][f"{a}/{m}"][str(n)][metric] - out["models"][f"{b}/{m}"][str(n)][metric]
+                    for m in common
+                ]
+                sd = statistics.stdev(diffs) if len(diffs) > 1 else None
+                boot = [
+                    statistics.stdev(
+                        [score(models[a][m], d)[metric] - score(models[b][m], d)[metric] for d in draws[n]]
+                    )
+                    for m in common
+                ]
+                row[metric] = {
+                    "diffs": diffs,
+                    "mean": statistics.mean(diffs),
+                    "std": sd,
+                    "half_width_95": half_width(sd, len(diffs)) if sd is not None else None,
+                    "evaluation_std": statistics.mean(boot),
+                }
+            pair[str(n)] = row
+        # Training part from the largest size, where evaluation noise is smallest.
+        big = pair[str(sizes[-1])]["AP50"]
+        if big["std"] is not None:
+            train_var = max(big["std"] ** 2 - big["evaluation_std"] ** 2, 0.0)
+            pair["training_std_AP50"] = math.sqrt(train_var)
+            pair["projected"] = {
+                str(n): {
+                    "std_AP50": (sd_n := math.sqrt(train_var + pair[str(n)]["AP50"]["evaluation_std"] ** 2)),
+                    "seeds_for_target": seeds_needed(sd_n, args.target),
+                }
+                for n in sizes
+            }
+        out["pairs"][f"{a} - {b}"] = pair
+    print(json.dumps(out, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
