@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from pipeline.regression import compare, main
+from pipeline.regression import compare, machine_key, main
 
 BASELINE = {
     "figures": {
@@ -44,8 +44,8 @@ def test_only_a_move_in_the_bad_direction_beyond_tolerance_regresses() -> None:
     assert compare(BASELINE, sources(None, 0.5, 1.0))[0].regressed  # missing figure
 
 
-def write(tmp_path: Path, map_: float | None) -> list[str]:
-    (tmp_path / "baseline.json").write_text(json.dumps(BASELINE))
+def write(tmp_path: Path, map_: float | None, baseline: dict | None = None) -> list[str]:
+    (tmp_path / "baseline.json").write_text(json.dumps(BASELINE if baseline is None else baseline))
     src = sources(map_, 0.5, 1.0)
     (tmp_path / "metrics.json").write_text(json.dumps(src["metrics"]))
     (tmp_path / "summary.json").write_text(json.dumps(src["summary"]))
@@ -61,7 +61,30 @@ def test_cli_exit_codes_table_and_deliberate_baseline_update(tmp_path: Path) -> 
     assert bad.exit_code == 1 and "REGRESSION" in bad.output and "-0.0500" in bad.output
     updated = runner.invoke(main, [*write(tmp_path, 0.05), "--write-baseline"])
     assert updated.exit_code == 0
-    assert json.loads((tmp_path / "baseline.json").read_text())["figures"]["val_mAP"]["value"] == 0.05
+    written = json.loads((tmp_path / "baseline.json").read_text())
+    assert written["figures"]["val_mAP"]["value"] == 0.05
+    assert written["cpu"] == machine_key()  # the kind of CPU the values are bitwise valid on
     args = write(tmp_path, 0.10)
     (tmp_path / "metrics.json").write_text("{not json")
     assert runner.invoke(main, args).exit_code == 2
+
+
+def test_another_kind_of_cpu_gets_the_cross_cpu_tolerance(tmp_path: Path) -> None:
+    """Seeds reproduce bitwise on one kind of CPU only: on the baseline's CPU the tight tolerance
+    applies, on another the cross-CPU one (and the output says why)."""
+    baseline = json.loads(json.dumps(BASELINE))
+    baseline["figures"]["val_mAP"]["cross_cpu_tolerance"] = 0.06
+    on_this_cpu = {**baseline, "cpu": machine_key()}
+    elsewhere = {**baseline, "cpu": "AVX2 GenuineIntel family 6 model 85 (another machine)"}
+    assert compare(on_this_cpu, sources(0.05, 0.5, 1.0), same_cpu=True)[0].regressed
+    assert not compare(elsewhere, sources(0.05, 0.5, 1.0), same_cpu=False)[0].regressed
+    assert compare(elsewhere, sources(0.03, 0.5, 1.0), same_cpu=False)[0].regressed  # beyond even that
+    # a figure without a cross-CPU tolerance keeps its tight one everywhere
+    assert compare(elsewhere, sources(0.10, 0.47, 1.0), same_cpu=False)[1].regressed
+
+    runner = CliRunner()
+    here = runner.invoke(main, write(tmp_path, 0.05, on_this_cpu))
+    assert here.exit_code == 1 and "not the baseline's" not in here.output
+    there = runner.invoke(main, write(tmp_path, 0.05, elsewhere))
+    assert there.exit_code == 0 and "cross-CPU tolerances apply" in there.output
+    assert machine_key() == machine_key() and machine_key()
