@@ -26,6 +26,7 @@ from pipeline.compare import (
     expected_params,
     experiment_name,
     pair_on_seed,
+    parse_modes,
     parse_overrides,
     parse_queue_status,
     pooled_std,
@@ -238,7 +239,11 @@ def test_experiment_and_modes_match_the_train_stage():
     from stages.train import EXPERIMENT as TRAIN_EXPERIMENT
 
     assert EXPERIMENT == TRAIN_EXPERIMENT
-    assert DEFAULT_MODES == get_args(Mode)
+    # The default comparison is the three single-stage modes; two_stage (a labeler trained first:
+    # about twice the time) joins with --modes.
+    assert DEFAULT_MODES == ("beep3d", "box_heuristic", "full")
+    assert set(DEFAULT_MODES) < set(get_args(Mode))
+    assert parse_modes("beep3d,two_stage") == ["beep3d", "two_stage"]
 
 
 # --------------------------------------------------------------------------- a real store
