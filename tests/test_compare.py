@@ -259,8 +259,8 @@ def test_experiment_and_modes_match_the_train_stage():
     from stages.train import EXPERIMENT as TRAIN_EXPERIMENT
 
     assert EXPERIMENT == TRAIN_EXPERIMENT
-    # The default comparison is the three single-stage modes; two_stage (a labeler trained first:
-    # about twice the time) joins with --modes.
+    # The default comparison is the three single-stage modes; two_stage (a labeler trained first,
+    # two trainings in one run) joins with --modes.
     assert DEFAULT_MODES == ("beep3d", "box_heuristic", "full")
     assert set(DEFAULT_MODES) < set(get_args(Mode))
     assert parse_modes("beep3d,two_stage") == ["beep3d", "two_stage"]
