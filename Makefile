@@ -53,7 +53,7 @@ ci-baseline: setup
 	.ci/pipeline.sh --write-baseline
 
 ## The ablation grid as queued DVC experiments (each BEEP3D part off in turn, EMA rates, the
-## three modes); `dvc queue start` runs them, the report tabulates whatever has finished.
+## other modes); `dvc queue start` runs them, the report tabulates whatever has finished.
 ablations: setup
 	dvc exp run --queue -n abl-no-pseudo-masks -S train.beep3d.pseudo_masks=false
 	dvc exp run --queue -n abl-no-center-queries -S train.beep3d.center_queries=false
@@ -69,6 +69,7 @@ ablations: setup
 	dvc exp run --queue -n abl-ema-0.9999 -S train.ema=0.9999
 	dvc exp run --queue -n abl-box-heuristic -S train.mode=box_heuristic
 	dvc exp run --queue -n abl-full -S train.mode=full
+	dvc exp run --queue -n abl-two-stage -S train.mode=two_stage
 	dvc exp run --queue -n abl-computed-superpoints -S data_loader.superpoints=computed -S train.beep3d.prior_containment=0.8
 	dvc exp run --queue -n abl-box-heuristic-computed -S train.mode=box_heuristic -S data_loader.superpoints=computed
 	dvc queue start

@@ -21,8 +21,14 @@ from beep3d.eval import Evaluator, SceneGT, ScenePred
 from beep3d.loss.criterion import Criterion, assert_finite
 from beep3d.loss.targets import box_heuristic_targets, full_targets
 from beep3d.model.model import BoxInstanceModel, predict_instances
+from beep3d.student_teacher import Beep3dConfig, prior_targets
+from beep3d.two_stage import fixed_label_targets
 
-Mode = Literal["beep3d", "box_heuristic", "full"]
+Mode = Literal["beep3d", "box_heuristic", "full", "two_stage"]  # params.yaml `train.mode`
+# two_stage's first stage, the labeler (beep3d/two_stage.py): the box prior's labels, no teacher.
+# Not a `train.mode` of params.yaml: pipeline/training.py derives the labeler's run from a
+# two_stage run and sets it.
+LABELER_MODE = "two_stage_labeler"
 
 
 @dataclass(frozen=True)
@@ -66,9 +72,13 @@ def batch_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: move(v) for k, v in batch.items()}
 
 
-def make_targets(batch: dict[str, Any], mode: Mode, class_set: ClassSet) -> list[dict[str, torch.Tensor]]:
+def make_targets(
+    batch: dict[str, Any], mode: str, class_set: ClassSet, prior: Beep3dConfig | None = None
+) -> list[dict[str, torch.Tensor]]:
     """Superpoint-level targets for every scene of the batch.
 
+    mode: a `Mode` other than beep3d, or LABELER_MODE, whose targets need `prior` (the box prior's
+    switches, `train.beep3d`). two_stage's student reads the fixed labels the dataset was given.
     Only `full` reads ground truth. The box-supervised modes see `batch["supervision"]` alone, and
     their datasets are built without ground truth, so a leak would fail here with a KeyError
     rather than train silently on masks.
@@ -80,6 +90,12 @@ def make_targets(batch: dict[str, Any], mode: Mode, class_set: ClassSet) -> list
         ]
     if mode == "box_heuristic":
         return [box_heuristic_targets(sup) for sup in batch["supervision"]]
+    if mode == "two_stage":
+        return [fixed_label_targets(sup) for sup in batch["supervision"]]
+    if mode == LABELER_MODE:
+        if prior is None:
+            raise ValueError("the two_stage labeler's targets need the box prior's switches (train.beep3d)")
+        return [prior_targets(sup, prior) for sup in batch["supervision"]]
     if mode == "beep3d":
         raise ValueError("beep3d targets come from the teacher: use beep3d.student_teacher.beep3d_targets")
     raise ValueError(f"unknown training mode {mode!r}")

@@ -5,7 +5,8 @@
 
 Which runs are compared. Every FINISHED run of the experiment whose params equal params.yaml with
 the `--set` overrides applied, apart from `train.mode`, `train.seed` and the execution-only params
-that the report also sets aside (worker and thread counts), and which carries the evaluate stage's
+that the report also sets aside (worker and thread counts) and the params its mode does not read
+(`train.two_stage.*` outside two_stage), and which carries the evaluate stage's
 `evaluate/val_mAP` (the evaluate stage logs into the training's run). Of several such runs for one
 mode and seed the newest is used. Every other run of a compared mode is listed with the reason it
 was left out, and each mode's missing seeds are named.
@@ -53,6 +54,7 @@ from pipeline.config import ConfigError, flatten, load_params, section
 from pipeline.report import (
     DASH,
     EXECUTION_ONLY_PARAMS,
+    MODE_ONLY_PARAMS,
     StoreUnavailable,
     TrackedRun,
     _finite,
@@ -134,8 +136,10 @@ def expected_params(params: dict[str, Any], overrides: Mapping[str, Any]) -> dic
 
 def param_differences(run: TrackedRun, expected: Mapping[str, str]) -> list[str]:
     """Keys (absent counts as a value) whose logged value differs from the expected one, leaving
-    out the varied and the execution-only params."""
-    reference = TrackedRun("expected", "expected", 0, dict(expected), {}, {})
+    out the varied and the execution-only params and the params the run's mode does not read
+    (`train.two_stage.*` outside two_stage: pipeline.report.MODE_ONLY_PARAMS)."""
+    # The reference stands for the run's own mode, so that mode-only params count for it alone.
+    reference = TrackedRun("expected", "expected", 0, {**expected, "train.mode": run.mode}, {}, {})
     return differing_params([run, reference], ignore=EXECUTION_ONLY_PARAMS | set(VARIED))
 
 
@@ -697,7 +701,9 @@ def describe_source(
     ignored = ", ".join(sorted(EXECUTION_ONLY_PARAMS))
     return (
         f"Store `{tracking_uri}`, experiment `{experiment}`. Compared: finished runs whose params equal "
-        f"`{params_path}`{sets} apart from {', '.join(VARIED)} and the execution-only params ({ignored}), "
+        f"`{params_path}`{sets} apart from {', '.join(VARIED)}, the execution-only params ({ignored}) and "
+        f"the params a run's mode does not read ({', '.join(p + '*' for p in MODE_ONLY_PARAMS)} outside "
+        f"{' / '.join(m for modes in MODE_ONLY_PARAMS.values() for m in modes)}), "
         f"with the evaluate stage's metrics; per mode and seed the newest such run."
     )
 

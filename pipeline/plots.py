@@ -37,6 +37,7 @@ RESOLVER_LABELS = {
     "box_prior": "box prior + smallest box + vote (no teacher)",
     "smallest_box": "smallest-box rule",
     "box_heuristic": "box heuristic (smallest box + vote)",
+    "two_stage": "two-stage labels (box prior + labeler + vote, fixed)",
 }
 
 

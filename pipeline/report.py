@@ -54,6 +54,10 @@ N_PR_CLASSES = 6
 EXECUTION_ONLY_PARAMS = frozenset(
     {"data.workers", "data.scannet.workers", "preprocess.workers", "train.threads", "train.loader_workers"}
 )
+# Params that only some training modes read (key prefix -> those modes). In a run of another mode
+# their value, or their absence in runs logged before the key existed, says nothing about the
+# run: they neither split the experiments table nor keep a run out of a comparison.
+MODE_ONLY_PARAMS = {"train.two_stage.": ("two_stage",)}
 RUN_METRICS = (
     ("evaluate/val_mAP", "mAP"),
     ("evaluate/val_AP50", "AP50"),
@@ -61,6 +65,7 @@ RUN_METRICS = (
     ("last/pseudo_teacher_iou_ambiguous", "teacher IoU amb."),
     ("last/pseudo_box_prior_iou_ambiguous", "box prior IoU amb."),
     ("last/pseudo_box_heuristic_iou_ambiguous", "box heuristic IoU amb."),
+    ("last/pseudo_two_stage_iou_ambiguous", "two-stage labels IoU amb."),
 )
 
 
@@ -356,19 +361,34 @@ def load_runs(tracking_uri: str, experiment_id: str) -> list[TrackedRun]:
     return runs
 
 
+def relevant_param(run: TrackedRun, key: str) -> str | None:
+    """The run's value of `key`; None where it logged none or where only other modes read the key
+    (MODE_ONLY_PARAMS)."""
+    for prefix, modes in MODE_ONLY_PARAMS.items():
+        if key.startswith(prefix) and run.mode not in modes:
+            return None
+    return run.params.get(key)
+
+
 def differing_params(runs: Sequence[TrackedRun], ignore: Iterable[str] = EXECUTION_ONLY_PARAMS) -> list[str]:
-    """Param keys whose values are not identical across `runs` (absent counts as a value)."""
+    """Param keys whose values are not identical across `runs` (absent counts as a value, and so
+    does a key the run's mode does not read: `relevant_param`)."""
     skip = set(ignore)
     keys = sorted({k for r in runs for k in r.params} - skip)
-    return [k for k in keys if len({r.params.get(k) for r in runs}) > 1]
+    return [k for k in keys if len({relevant_param(r, k) for r in runs}) > 1]
 
 
 def group_runs(runs: Sequence[TrackedRun], keys: Sequence[str]) -> list[tuple[tuple, list[TrackedRun]]]:
-    """Runs grouped by their values of `keys`, groups in order of their first run."""
+    """Runs grouped by their (`relevant_param`) values of `keys`, groups in order of their first run."""
     groups: dict[tuple, list[TrackedRun]] = {}
     for run in runs:
-        groups.setdefault(tuple(run.params.get(k) for k in keys), []).append(run)
+        groups.setdefault(tuple(relevant_param(run, k) for k in keys), []).append(run)
     return list(groups.items())
+
+
+def _shown_param(run: TrackedRun, key: str) -> str:
+    value = relevant_param(run, key)
+    return DASH if value is None else value
 
 
 def experiments_section(
@@ -390,13 +410,14 @@ def experiments_section(
             [
                 name,
                 run.mode,
-                *(run.params.get(k, DASH) for k in shown),
+                *(_shown_param(run, k) for k in shown),
                 *(fmt(run.metrics.get(m)) for m, _ in RUN_METRICS),
             ]
         )
     out += [
         f"{len(runs)} finished run(s) in the MLflow experiment; columns: the params that differ between "
-        f"runs (execution-only params such as worker and thread counts left out), val AP from the "
+        f"runs (execution-only params such as worker and thread counts left out; {DASH} where a run's "
+        f"mode does not read the param), val AP from the "
         f"evaluate stage, and the last evaluation's pseudo-mask IoU on ambiguous points.",
         "",
         md_table(["run", "mode", *shown, *(label for _, label in RUN_METRICS)], rows),
@@ -410,7 +431,7 @@ def experiments_section(
         grows.append(
             [
                 members[0].mode,
-                *(members[0].params.get(k, DASH) for k in shown_group),
+                *(_shown_param(members[0], k) for k in shown_group),
                 f"{len(members)} ({', '.join(seeds)})",
                 *(
                     mean_std([m.metrics.get(k) for m in members])
@@ -456,6 +477,12 @@ def pseudo_quality_section(evaluations: dict[str, dict[str, Any]], mode: str) ->
         ("teacher", "box_heuristic", "Teacher + vote minus the box heuristic (smallest box + vote)"),
         ("teacher", "box_prior", "Teacher + vote minus the box prior without the teacher (+ vote)"),
         ("teacher_alone", "smallest_box", "Teacher alone minus the smallest-box rule alone"),
+        (
+            "two_stage",
+            "box_heuristic",
+            "Two-stage labels (labeler + vote) minus the box heuristic (smallest box + vote)",
+        ),
+        ("two_stage", "box_prior", "Two-stage labels minus the box prior without a labeler (+ vote)"),
     ]
     lines = []
     for ours, theirs, text in comparisons:
@@ -465,7 +492,7 @@ def pseudo_quality_section(evaluations: dict[str, dict[str, Any]], mode: str) ->
             lines.append(f"- {text}, ambiguous points (last evaluation): {a - b:+.3f}.")
     if lines:
         out += ["", *lines]
-    elif mode != "beep3d":
+    elif mode not in ("beep3d", "two_stage"):
         out += ["", f"Mode `{mode}` has no EMA teacher: only the box rules are measured."]
     return "\n".join(out)
 

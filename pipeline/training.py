@@ -5,13 +5,24 @@ stage stays a thin shell that parses paths and writes outputs.
 
 Modes share the loop: `full` and `box_heuristic` take one criterion step per batch; `beep3d` adds
 the EMA teacher (beep3d/model/ema.py), its pseudo-masks and the consistency losses
-(beep3d/student_teacher.py), and updates the teacher after every optimiser step.
+(beep3d/student_teacher.py), and updates the teacher after every optimiser step. `two_stage`, the
+baseline BEEP3D argues against (beep3d/two_stage.py), runs this loop twice: first the labeler (the
+same model on the box prior's labels, `train.two_stage.labeler_epochs`, no teacher, no
+evaluations, resume state in `<resume_dir>/labeler/`), which then labels every training scene
+once; then a fresh student on those fixed labels, evaluated, checkpointed and resumed like any
+other mode. The labels are kept in `<resume_dir>/two_stage_labels.pt` with the labeler's
+fingerprint, so a run killed while the student trains does not train the labeler again.
 
 Resume: every `checkpoint_every` epochs the full state (student, teacher, optimiser, epoch,
 history, best evaluation) goes to `<resume_dir>/state.pt` atomically. A re-run with the same
 fingerprint (params + data) continues from there; a different fingerprint starts fresh and says
 so, so a stale checkpoint is never resumed silently. Batches depend only on (seed, epoch), so a
 resumed CPU run ends with the same weights as an uninterrupted one.
+
+Wall time goes to the metrics sink (MLflow), never into the history (a DVC output, which must hash
+the same for the same params): `epoch_seconds` per epoch, `train_seconds` (the epochs, plus in
+two_stage mode the labeler's epochs `labeler_seconds` and the labelling `labelling_seconds`) at
+the end; a resumed run counts what this process trained.
 
 Evaluation epochs (`eval_every`): student (and teacher) val AP, and pseudo-mask quality on the
 first `monitor_scenes` training scenes. The best epoch by student val mAP is kept in
@@ -36,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -43,6 +55,7 @@ from beep3d.backend import conv_algo
 from beep3d.data.dataset import DataConfig, SceneDataset, make_loader, split_sizes
 from beep3d.distributed import across_ranks
 from beep3d.engine import (
+    LABELER_MODE,
     InferenceConfig,
     Mode,
     OptimConfig,
@@ -58,6 +71,7 @@ from beep3d.loss.criterion import Criterion, CriterionConfig
 from beep3d.model.ema import EmaTeacher, ema_rate
 from beep3d.model.model import BoxInstanceModel, ModelConfig
 from beep3d.student_teacher import Beep3dConfig, StudentObjective, beep3d_targets, teacher_view
+from beep3d.two_stage import TwoStageConfig, label_scenes
 from pipeline import distributed
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.config import ConfigError
@@ -68,7 +82,10 @@ MetricsSink = Callable[[dict[str, float], int], None]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    mode: Mode  # beep3d (boxes + EMA teacher) | box_heuristic (boxes + smallest-box rule) | full (masks)
+    # beep3d (boxes + EMA teacher) | box_heuristic (boxes + smallest-box rule) | full (masks) |
+    # two_stage (boxes: a labeler trained first, then a student on its fixed labels). The labeler's
+    # derived run carries the internal LABELER_MODE (`labeler_config`), which params cannot name.
+    mode: Mode
     seed: int  # seeds weights, augmentation and scene order; same seed on CPU -> same metrics
     device: str  # auto | cpu | cuda
     threads: int  # torch CPU threads (0 = torch's default)
@@ -82,7 +99,8 @@ class TrainConfig:
     ema: float  # EMA teacher rate a (beep3d mode)
     ema_warmup_steps: int  # EMA warm-up time constant (0 = plain EMA); see beep3d/model/ema.py
     box_query_weight: float  # student box-query loss, every mode (beep3d/student_teacher.py); 0 = off
-    beep3d: Beep3dConfig
+    beep3d: Beep3dConfig  # the BEEP3D parts; two_stage reuses the box prior's and resolver's keys
+    two_stage: TwoStageConfig  # two_stage mode only
     optim: OptimConfig
     loss: CriterionConfig
 
@@ -116,11 +134,17 @@ class TrainResult:
     last: dict[str, Any] = field(default_factory=dict)  # {"student", "teacher"?} state dicts
     best: dict[str, Any] | None = None  # {"student", "teacher"?, "epoch", "metrics"} or None
     summary: dict[str, Any] = field(default_factory=dict)  # best/last evaluation metrics, labelled
+    train_seconds: float = 0.0  # wall time this process spent training (see the module docstring)
 
 
 def fingerprint(cfg: RunConfig, processed_dir: Path) -> str:
-    """Hash of every param that shapes training plus the processed data's scene/box tables."""
-    h = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str).encode())
+    """Hash of every param that shapes training plus the processed data's scene/box tables.
+    `train.two_stage` shapes two_stage runs only: the other modes' fingerprints leave it out, so
+    their checkpoints stay valid whatever it says."""
+    params = dataclasses.asdict(cfg)
+    if cfg.train.mode not in ("two_stage", LABELER_MODE):
+        del params["train"]["two_stage"]
+    h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
     h.update(data_hash(processed_dir).encode())
     return h.hexdigest()[:16]
 
@@ -141,14 +165,23 @@ class TrainingRun:
     """Data, student, teacher, criterion and optimiser of one run, and its step and evaluation."""
 
     def __init__(
-        self, cfg: RunConfig, processed_dir: Path, device: torch.device, ranks: Ranks = SINGLE_PROCESS
+        self,
+        cfg: RunConfig,
+        processed_dir: Path,
+        device: torch.device,
+        ranks: Ranks = SINGLE_PROCESS,
+        fixed_labels: dict[str, np.ndarray] | None = None,
     ):
+        """fixed_labels: two_stage's labels (scene id -> per-point box ids), for its student."""
         t = cfg.train
         self.cfg, self.t, self.device, self.ranks = cfg, t, device, ranks
+        if (t.mode == "two_stage") != (fixed_labels is not None):
+            raise ValueError("two_stage's student, and only it, trains on fixed labels")
         with_gt = t.mode == "full"  # box-supervised modes never load per-point ground truth
         self.train_set = SceneDataset(
-            processed_dir, "train", cfg.data_loader, with_ground_truth=with_gt, train=True, seed=t.seed
-        )
+            processed_dir, "train", cfg.data_loader, with_ground_truth=with_gt, train=True, seed=t.seed,
+            fixed_labels=fixed_labels,
+        )  # fmt: skip
         self.class_set = self.train_set.class_set
         if cfg.model.num_classes != self.class_set.num_classes:
             raise ConfigError(
@@ -171,10 +204,11 @@ class TrainingRun:
                 val_set, 1, shuffle=False, seed=t.seed, num_workers=t.loader_workers
             )
             # Ground truth of training scenes, for monitoring only: a separate dataset object
-            # whose batches never reach the loss.
+            # whose batches never reach the loss. In two_stage mode they also carry the fixed
+            # labels, whose quality the monitoring reports.
             monitor_set = SceneDataset(
                 processed_dir, "train", cfg.data_loader, with_ground_truth=True, train=False,
-                max_scenes=t.monitor_scenes,
+                max_scenes=t.monitor_scenes, fixed_labels=fixed_labels,
             )  # fmt: skip
             self.monitor_loader = make_loader(
                 monitor_set, 1, shuffle=False, seed=t.seed, num_workers=t.loader_workers
@@ -203,7 +237,7 @@ class TrainingRun:
         t = self.t
         view = None
         if self.teacher is None:
-            targets = make_targets(batch, t.mode, self.class_set)
+            targets = make_targets(batch, t.mode, self.class_set, t.beep3d)
         else:
             if t.beep3d.teacher_needed(step):
                 view = teacher_view(self.teacher.model, batch, t.beep3d.center_queries, self.criterion)
@@ -263,7 +297,8 @@ def train(
     ranks: Ranks = SINGLE_PROCESS,
 ) -> TrainResult:
     """Train (resuming when possible). `metrics_sink(metrics, step)` receives every step's losses,
-    learning rate and EMA rate, and every evaluation's metrics (e.g. an MLflow tracker).
+    learning rate and EMA rate, every evaluation's metrics and the wall times (e.g. an MLflow
+    tracker); in two_stage mode also the labeler's, prefixed "labeler/".
 
     Under torchrun (`ranks` from pipeline.distributed.ranks_from_environment) every rank calls
     this; it joins the process group, trains its share of every batch, and only rank 0 logs,
@@ -277,12 +312,20 @@ def train(
     distributed.start(ranks, device)
     if not ranks.is_main:  # rank 0 speaks for the run
         log, progress, metrics_sink = (lambda message: None), False, None
-    run = TrainingRun(cfg, processed_dir, device, ranks)
+    sink = metrics_sink or (lambda metrics, step: None)
+    fixed_labels, train_seconds = None, 0.0
+    if t.mode == "two_stage":
+        fixed_labels, train_seconds = two_stage_labels(
+            cfg, processed_dir, resume_dir, device, log, progress, sink, ranks
+        )
+        # The student starts from the weights any other mode starts from, whether the labeler
+        # trained in this process or not (resumed).
+        torch.manual_seed(t.seed)
+    run = TrainingRun(cfg, processed_dir, device, ranks, fixed_labels)
     if t.eval_every and not run.has_val:
         log(f"{processed_dir} has no val scenes: training without evaluations (train.eval_every ignored)")
     steps_per_epoch = len(run.loader)
     total_steps = t.epochs * steps_per_epoch
-    sink = metrics_sink or (lambda metrics, step: None)
 
     history: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
@@ -324,7 +367,9 @@ def train(
             bar.set_postfix(loss=f"{losses['total']:.3f}")
         # Wall-clock time goes to the tracker only: the history is a DVC output, and a time in it
         # would give every run of the same params a new hash.
-        sink({"epoch_seconds": time.perf_counter() - started}, step)
+        epoch_seconds = time.perf_counter() - started
+        train_seconds += epoch_seconds
+        sink({"epoch_seconds": epoch_seconds}, step)
         if run.evaluates and (epoch + 1) % t.eval_every == 0 and ranks.is_main:
             metrics = run.evaluate()
             history.append({"step": step, "epoch": epoch, **metrics})
@@ -351,6 +396,7 @@ def train(
             )
         distributed.barrier(ranks)  # the other ranks wait for rank 0's evaluation and checkpoint
     bar.close()
+    sink({"train_seconds": train_seconds}, step)
     last = run.snapshot()
     summary = evaluation_summary(history, t.headline)
     if ranks.distributed:
@@ -358,7 +404,99 @@ def train(
     if t.headline == "best" and best is not None:
         run.load_state(best)
     teacher = run.teacher.model if run.teacher is not None else None
-    return TrainResult(run.model, teacher, history, run.class_set.name, last, best, summary)
+    return TrainResult(run.model, teacher, history, run.class_set.name, last, best, summary, train_seconds)
+
+
+LABELS_FILE = "two_stage_labels.pt"
+
+
+def labeler_config(cfg: RunConfig) -> RunConfig:
+    """two_stage's stage 1: the run's model, data, optimiser and schedule shape, trained as the
+    labeler (LABELER_MODE: the box prior's labels, no teacher) for `two_stage.labeler_epochs`.
+    Not evaluated, to save its time: its labels are, at every evaluation of the student."""
+    t = cfg.train
+    labeler = dataclasses.replace(
+        t, mode=LABELER_MODE, epochs=t.two_stage.labeler_epochs, eval_every=0, headline="last"
+    )
+    return dataclasses.replace(cfg, train=labeler)
+
+
+def two_stage_labels(
+    cfg: RunConfig,
+    processed_dir: Path,
+    resume_dir: Path,
+    device: torch.device,
+    log: Callable[[str], None],
+    progress: bool,
+    sink: MetricsSink,
+    ranks: Ranks,
+) -> tuple[dict[str, np.ndarray], float]:
+    """two_stage's labels of every training scene, and the seconds spent making them here.
+
+    Read from `<resume_dir>/two_stage_labels.pt` when it holds the labels of this labeler (same
+    fingerprint); otherwise the labeler trains (resuming from `<resume_dir>/labeler/`), labels
+    the scenes and the file is written. Every rank gets the labels rank 0 wrote.
+    """
+    labeler_cfg = labeler_config(cfg)
+    fp = fingerprint(labeler_cfg, processed_dir)
+    path = resume_dir / LABELS_FILE
+    saved = distributed.broadcast_bytes(ranks, path.read_bytes() if ranks.is_main and path.exists() else None)
+    if saved is not None:
+        payload = load_checkpoint(path, data=saved)
+        if payload["fingerprint"] == fp:
+            log(f"two_stage: labels read from {path}; stage 1 (the labeler) skipped")
+            return labels_as_arrays(payload["labels"]), 0.0
+        log(f"ignoring {path}: it belongs to other params or data (fingerprint differs)")
+
+    labeler = train_labeler(labeler_cfg, processed_dir, resume_dir / "labeler", log, progress, sink, ranks)
+    sink({"labeler_seconds": labeler.train_seconds}, 0)
+    labelling_seconds = 0.0
+    if ranks.is_main:
+        started = time.perf_counter()
+        labels = label_training_scenes(labeler.model, labeler_cfg, processed_dir, device)
+        labelling_seconds = time.perf_counter() - started
+        sink({"labelling_seconds": labelling_seconds}, 0)
+        save_checkpoint(path, model_config=cfg.model, fingerprint=fp, state={"labels": labels})
+        log(f"two_stage: {len(labels)} training scenes labelled by the labeler -> {path}")
+    written = distributed.broadcast_bytes(ranks, path.read_bytes() if ranks.is_main else None)
+    labels = load_checkpoint(path, data=written)["labels"]
+    return labels_as_arrays(labels), labeler.train_seconds + labelling_seconds
+
+
+def train_labeler(
+    labeler_cfg: RunConfig,
+    processed_dir: Path,
+    resume_dir: Path,
+    log: Callable[[str], None],
+    progress: bool,
+    sink: MetricsSink,
+    ranks: Ranks,
+) -> TrainResult:
+    """Stage 1: `train` on the labeler's config, resumable in its own folder; its metrics go to
+    the sink prefixed "labeler/" so that they do not mix with the student's at the same steps."""
+    labeler_sink: MetricsSink = lambda metrics, step: sink(  # noqa: E731
+        {f"labeler/{k}": v for k, v in metrics.items()}, step
+    )
+    log(f"two_stage: stage 1, the labeler ({labeler_cfg.train.epochs} epochs)")
+    return train(labeler_cfg, processed_dir, resume_dir, log, progress, labeler_sink, ranks)
+
+
+def label_training_scenes(
+    labeler: BoxInstanceModel, labeler_cfg: RunConfig, processed_dir: Path, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """The frozen labeler's labels of every training scene: all original points in file order,
+    un-augmented and uncropped (an eval-mode dataset), and no ground truth read."""
+    t = labeler_cfg.train
+    scenes = SceneDataset(
+        processed_dir, "train", labeler_cfg.data_loader, with_ground_truth=False, train=False
+    )
+    loader = make_loader(scenes, 1, shuffle=False, seed=t.seed, num_workers=t.loader_workers)
+    batches = (batch_to(batch, device) for batch in loader)
+    return label_scenes(labeler, batches, t.beep3d, Criterion.from_config(t.loss))
+
+
+def labels_as_arrays(labels: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {scene_id: ids.numpy() for scene_id, ids in labels.items()}
 
 
 def check_ranks_agree(ranks: Ranks, state: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:

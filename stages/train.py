@@ -6,7 +6,9 @@
 
 Writes the headline student to --model, the last/best student (and, in beep3d mode, EMA
 teacher) exports to `<resume>/export/`, the step history, and a summary
-(last and best evaluation, labelled) that is also a DVC metrics file.
+(last and best evaluation, labelled) that is also a DVC metrics file. In two_stage mode
+`<resume>` also keeps the labeler's resume state (`labeler/`) and its labels
+(`two_stage_labels.pt`).
 A killed run re-run with the same params resumes from `checkpoints/` (see pipeline/training.py).
 
 Tracking: one MLflow run per training (pipeline/tracking.py), named after the DVC experiment

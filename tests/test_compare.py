@@ -26,6 +26,7 @@ from pipeline.compare import (
     expected_params,
     experiment_name,
     pair_on_seed,
+    parse_modes,
     parse_overrides,
     parse_queue_status,
     pooled_std,
@@ -151,6 +152,26 @@ def test_select_runs_with_overrides_and_requested_seeds():
     assert "seed 7 not asked for" in why["b7"] and "train.ema=0.999 (here 0.99)" in why["b0-default"]
 
 
+def test_two_stage_params_count_for_two_stage_runs_only():
+    """`train.two_stage.*` is read by two_stage alone: beep3d runs logged before the key existed
+    (or with another value) stay comparable, a two_stage run with another value does not."""
+    p = params()
+    expected = expected_params(p, parse_overrides(["train.two_stage.labeler_epochs=5"], p))
+    old = run("b0-old", "beep3d", 0)
+    old.params.pop("train.two_stage.labeler_epochs")
+    runs = [
+        old,
+        run("b1", "beep3d", 1),  # logged the default 30: not read in beep3d mode
+        run("t0", "two_stage", 0, **{"train.two_stage.labeler_epochs": "5"}),
+        run("t1", "two_stage", 1),  # 30 labeler epochs, not the 5 asked for
+    ]
+    sel = select_runs(runs, expected, ["beep3d", "two_stage"])
+    assert sel.used[("beep3d", "0")].name == "b0-old" and sel.used[("beep3d", "1")].name == "b1"
+    assert sel.used[("two_stage", "0")].name == "t0" and sel.missing("two_stage") == ["1"]
+    why = {r.name: reason for r, reason in sel.left_out}
+    assert set(why) == {"t1"} and "train.two_stage.labeler_epochs=30 (here 5)" in why["t1"]
+
+
 @pytest.mark.parametrize(
     ("item", "message"),
     [
@@ -238,7 +259,11 @@ def test_experiment_and_modes_match_the_train_stage():
     from stages.train import EXPERIMENT as TRAIN_EXPERIMENT
 
     assert EXPERIMENT == TRAIN_EXPERIMENT
-    assert DEFAULT_MODES == get_args(Mode)
+    # The default comparison is the three single-stage modes; two_stage (a labeler trained first,
+    # two trainings in one run) joins with --modes.
+    assert DEFAULT_MODES == ("beep3d", "box_heuristic", "full")
+    assert set(DEFAULT_MODES) < set(get_args(Mode))
+    assert parse_modes("beep3d,two_stage") == ["beep3d", "two_stage"]
 
 
 # --------------------------------------------------------------------------- a real store

@@ -144,6 +144,30 @@ def test_killed_two_rank_run_resumes_to_the_same_result(tmp_path: Path) -> None:
         )
 
 
+@pytest.mark.slow
+def test_two_stage_under_two_ranks_labels_once_and_resumes_without_the_labeler(tmp_path: Path) -> None:
+    """two_stage's stage 1 and 2 both run distributed; rank 0 alone labels and writes the labels,
+    the other rank reads them from it, and a rerun finds them on rank 0's disk for every rank."""
+    params = yaml.safe_load(ddp_params(tmp_path).read_text())
+    params["train"]["mode"] = "two_stage"
+    params["train"]["two_stage"]["labeler_epochs"] = 1
+    path = tmp_path / "two_stage.yaml"
+    path.write_text(yaml.safe_dump(params))
+    data = four_scene_data(tmp_path / "processed")
+    env = environment(tmp_path)
+    out = tmp_path / "ddp"
+    first = run(torchrun_cmd(path, data, out), env)
+    assert first.stdout.count("identical on all 2 ranks") == 2  # the labeler's, then the student's
+    assert "pseudo_two_stage_iou_ambiguous" in json.loads((out / "summary.json").read_text())["last"]
+    labels = (out / "checkpoints" / "two_stage_labels.pt").read_bytes()
+    (out / "model.pt").unlink()
+    (out / "checkpoints" / "state.pt").unlink()  # the student starts over, the labels stay
+    again = run(torchrun_cmd(path, data, out), env)
+    assert "stage 1 (the labeler) skipped" in again.stdout and "stage 1, the labeler" not in again.stdout
+    assert again.stdout.count("identical on all 2 ranks") == 1
+    assert (out / "checkpoints" / "two_stage_labels.pt").read_bytes() == labels
+
+
 class _Scenes:
     def __init__(self, n: int):
         self.n, self.epoch = n, 0

@@ -25,13 +25,16 @@ from pipeline.report import (
     ReportPaths,
     SplitLeakError,
     StoreUnavailable,
+    TrackedRun,
     build_report,
     check_splits,
     differing_params,
+    experiments_section,
     load_runs,
     mean_std,
     params_diff,
     plot_tables,
+    pseudo_quality_section,
     teacher_pseudo_scene,
 )
 from pipeline.training import build_model, evaluation_summary, save_model
@@ -350,6 +353,46 @@ def test_differing_params_counts_absent_keys_and_skips_execution_params(store: d
     assert [r.name for r in runs] == ["beep3d-s0", "beep3d-s1", "heuristic-s0"]
     assert differing_params(runs) == ["train.mode", "train.seed"]
     assert differing_params(runs, ignore=()) == ["train.mode", "train.seed", "train.threads"]
+
+
+def test_two_stage_runs_are_their_own_mode_and_their_params_split_only_them():
+    def tracked(name: str, mode: str, seed: int, labeler_epochs: str | None) -> TrackedRun:
+        params = {"train.mode": mode, "train.seed": str(seed)}
+        if labeler_epochs is not None:  # None: a run logged before train.two_stage existed
+            params["train.two_stage.labeler_epochs"] = labeler_epochs
+        metrics = {"evaluate/val_mAP": 0.2, "last/pseudo_two_stage_iou_ambiguous": 0.8}
+        return TrackedRun(name, name, 0, params, metrics if mode == "two_stage" else {}, {"mode": mode})
+
+    runs = [
+        tracked("b0-old", "beep3d", 0, None),
+        tracked("b1", "beep3d", 1, "30"),
+        tracked("t0", "two_stage", 0, "30"),
+        tracked("t1", "two_stage", 1, "30"),
+        tracked("t0-short", "two_stage", 0, "5"),
+    ]
+    assert differing_params(runs[:2]) == ["train.seed"]  # beep3d does not read train.two_stage
+    assert differing_params(runs) == ["train.mode", "train.seed", "train.two_stage.labeler_epochs"]
+    text = experiments_section(runs, None, None)
+    table = text.split("Configurations over seeds")[1]
+    groups = [
+        line for line in table.splitlines() if line.startswith("| beep3d") or line.startswith("| two_stage")
+    ]
+    assert [g.split(" | ")[:3] for g in groups] == [
+        ["| beep3d", "–", "2 (0, 1)"],
+        ["| two_stage", "30", "2 (0, 1)"],
+        ["| two_stage", "5", "1 (0)"],
+    ]
+    assert "two-stage labels IoU amb." in text
+    quality = pseudo_quality_section(
+        {"last": {"pseudo_two_stage_iou_ambiguous": 0.8, "pseudo_box_prior_iou_ambiguous": 0.75,
+                  "pseudo_box_heuristic_iou_ambiguous": 0.7}},
+        "two_stage",
+    )  # fmt: skip
+    assert (
+        "Two-stage labels minus the box prior without a labeler (+ vote), ambiguous points (last evaluation): +0.050"
+        in quality
+    )
+    assert plots.RESOLVER_LABELS["two_stage"] in quality and "has no EMA teacher" not in quality
 
 
 def test_teacher_pseudo_masks_on_the_first_training_scene(tmp_path: Path, processed: Path, one_torch_thread):

@@ -19,8 +19,9 @@ from beep3d.eval.pseudo_masks import instance_ious
 from beep3d.loss.consistency import masked_feature_consistency_loss, query_consistency_loss
 from beep3d.loss.targets import BACKGROUND, UNKNOWN, point_assignment_from_boxes, teacher_resolver
 from beep3d.student_teacher import Beep3dConfig
+from pipeline.checkpoint import load_checkpoint
 from pipeline.config import build
-from pipeline.training import RunConfig, train
+from pipeline.training import LABELS_FILE, RunConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,6 +124,7 @@ def tiny_run_config(mode: str, box_query_inside: bool = False, **train_overrides
     t.update(mode=mode, threads=1, epochs=2, batch_size=2, eval_every=1, monitor_scenes=2)
     t.update(train_overrides)
     t["beep3d"]["pseudo_warmup_steps"] = 1  # the teacher's pseudo-masks and the losses run in epoch 1
+    t["two_stage"]["labeler_epochs"] = 2
     params["inference"]["min_points"] = 10
     return build(RunConfig, {k: params[k] for k in ("model", "data_loader", "train", "inference")}, "params")
 
@@ -152,23 +154,32 @@ def real_and_permuted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
 
 
 def trained_weights(cfg: RunConfig, processed: Path, resume: Path) -> dict[str, torch.Tensor]:
+    """Every trained weight (student, "teacher." the teacher's) and, as "loss.<step>.<term>" and
+    "labels.<scene>", every step's losses and two_stage's fixed labels."""
     result = train(cfg, processed, resume, log=lambda _: None, progress=False)
     state = copy.deepcopy(result.model.state_dict())
     if result.teacher is not None:
         state.update({f"teacher.{k}": v for k, v in result.teacher.state_dict().items()})
+    for row in (r for r in result.history if "total" in r):
+        state.update({f"loss.{row['step']}.{k}": torch.tensor(v) for k, v in row.items()})
+    if cfg.train.mode == "two_stage":
+        labels = load_checkpoint(resume / LABELS_FILE)["labels"]
+        state.update({f"labels.{scene_id}": ids for scene_id, ids in labels.items()})
     return state
 
 
 @pytest.mark.parametrize(
-    ("mode", "box_query_inside"), [("beep3d", False), ("beep3d", True), ("box_heuristic", False)]
+    ("mode", "box_query_inside"),
+    [("beep3d", False), ("beep3d", True), ("box_heuristic", False), ("two_stage", False)],
 )
 def test_box_supervised_weights_ignore_the_ground_truth_masks(
     mode: str, box_query_inside: bool, real_and_permuted: tuple[Path, Path], tmp_path: Path
 ) -> None:
     """Permuting the per-point ground truth of the training scenes leaves every trained weight
-    (student and teacher) bitwise identical, with evaluations (which do read ground truth, for
-    val AP and pseudo-mask monitoring) running after every epoch. The box prior (params.yaml's
-    defaults) and box queries restricted to their box are on the paths covered."""
+    (student and teacher), every loss and two_stage's fixed labels bitwise identical, with
+    evaluations (which do read ground truth, for val AP and pseudo-mask monitoring) running after
+    every epoch. The box prior (params.yaml's defaults) and box queries restricted to their box
+    are on the paths covered."""
     cfg = tiny_run_config(mode, box_query_inside)
     assert cfg.train.beep3d.prior_containment > 0 and cfg.train.beep3d.prior_objects_first
     real, permuted = real_and_permuted

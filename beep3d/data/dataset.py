@@ -16,7 +16,7 @@ from (seed, epoch); `dataset.set_epoch(epoch)` sets the epoch for both.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +39,8 @@ _AUGMENT_STREAM = 0xA06
 _SAMPLER_STREAM = 0x5A3
 
 _SUPERPOINT_COLUMN = {"dataset": "superpoint", "computed": "superpoint_computed"}
+# The supervision key of the `fixed_labels` a dataset is given (two_stage's labels).
+FIXED_LABELS = "fixed_box_id"
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,10 @@ class SceneDataset(Dataset):
         its original frame, so predictions map back through `point_voxel` / `superpoint`.
     seed: seeds augmentation and crops together with the epoch and the scene index.
     max_scenes: keep only the first N scenes of the split (by scene id); 0 = all.
+    fixed_labels: scene id -> (n_points,) integer per-point labels of every original point in
+        file order (two_stage's box ids, beep3d/two_stage.py; negative: background / unresolved).
+        Cropped with the points and put into supervision[FIXED_LABELS], so that no caller has
+        to assume an order of the points. Every scene of the split needs its labels.
     """
 
     def __init__(
@@ -104,6 +110,7 @@ class SceneDataset(Dataset):
         *,
         seed: int = 0,
         max_scenes: int = 0,
+        fixed_labels: Mapping[str, np.ndarray] | None = None,
     ):
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
@@ -114,6 +121,7 @@ class SceneDataset(Dataset):
         self.train = train
         self.seed = seed
         self.epoch = 0
+        self.fixed_labels = fixed_labels
 
         scenes_file = self.processed_dir / "scenes.parquet"
         scenes = read_table(scenes_file).sort_by("scene_id")
@@ -130,6 +138,12 @@ class SceneDataset(Dataset):
         self._n_points = dict(zip(self.scene_ids, scenes.column("n_points").to_pylist(), strict=True))
         n_boxes = dict(zip(self.scene_ids, scenes.column("n_boxes").to_pylist(), strict=True))
         self._boxes = _load_boxes(self.processed_dir / "boxes.parquet", n_boxes)
+        if fixed_labels is not None:
+            missing = [s for s in self.scene_ids if s not in fixed_labels]
+            if missing:
+                raise DataError(
+                    f"fixed labels lack {len(missing)} scene(s) of split {split!r}: {missing[:5]}"
+                )
 
     def __len__(self) -> int:
         return len(self.scene_ids)
@@ -151,7 +165,8 @@ class SceneDataset(Dataset):
         box_id (T,) int64, box_label (T,) int64 class index (-1 for background boxes),
         box_is_background (T,) bool, box_min / box_max (T, 3) float32 in the ORIGINAL frame,
         box_center and box_size (T, 3) float32 in the AUGMENTED frame, point_in_box (P, T) bool decided in
-        the original frame, superpoint (P,) int64 scene-local ids.
+        the original frame, superpoint (P,) int64 scene-local ids; with `fixed_labels`, also
+        fixed_box_id (P,) int64: the points' labels, cropped with them (boxes they name may be gone).
         """
         scene_id = self.scene_ids[index]
         path = points_path(self.processed_dir, scene_id)
@@ -165,12 +180,14 @@ class SceneDataset(Dataset):
         superpoint = cols[sp_column]
         _check_points(xyz, superpoint, self._n_points[scene_id], sp_column, scene_id, path)
         boxes = self._boxes[scene_id]
+        fixed = self._fixed_labels(scene_id, boxes, path)
         rng = self.rng(index) if self.train else None
 
         keep = None
         if rng is not None and 0 < self.cfg.max_points < len(xyz):
             keep = crop_nearest_xy(xyz, self.cfg.max_points, rng)
             xyz, rgb, superpoint = xyz[keep], rgb[keep], superpoint[keep]
+            fixed = None if fixed is None else fixed[keep]
         inside = points_in_boxes(xyz, boxes)  # (P, T): before augmentation, boxes axis-aligned
         if keep is not None:  # a box with none of its points left in the crop cannot be a target
             present = inside.any(axis=0)
@@ -195,6 +212,8 @@ class SceneDataset(Dataset):
             "point_in_box": inside,
             "superpoint": superpoint,
         }
+        if fixed is not None:
+            supervision[FIXED_LABELS] = fixed
         ground_truth = None
         if self.with_ground_truth:
             label, instance = cols["label"], cols["instance"]
@@ -202,6 +221,22 @@ class SceneDataset(Dataset):
                 label, instance = label[keep], instance[keep]
             ground_truth = {"label": label.astype(np.int16), "instance": instance.astype(np.int32)}
         return make_sample(scene_id, xyz, rgb, superpoint, self.cfg.voxel_size, supervision, ground_truth)
+
+    def _fixed_labels(self, scene_id: str, boxes: Boxes, path: Path) -> np.ndarray | None:
+        """(P,) int64 fixed labels of the scene's original points; None without fixed labels.
+        Labels of another scene or dataset (wrong length, a box id this scene lacks) are refused."""
+        if self.fixed_labels is None:
+            return None
+        fixed = np.asarray(self.fixed_labels[scene_id]).astype(np.int64).reshape(-1)
+        n_points = self._n_points[scene_id]
+        if len(fixed) != n_points:
+            raise DataError(f"{len(fixed)} fixed labels for {n_points} points", path=path, scene_id=scene_id)
+        named = np.unique(fixed[fixed >= 0])
+        unknown = named[~np.isin(named, boxes.box_id)].tolist()
+        if unknown:
+            message = f"fixed labels name box ids the scene lacks: {unknown[:5]}"
+            raise DataError(message, path=path, scene_id=scene_id)
+        return fixed
 
 
 def make_sample(

@@ -17,7 +17,9 @@ for each resolver, like compared with like:
     box_prior      the box prior with the smallest box and the vote instead of the teacher (what
                    training uses during the warm-up, and what the teacher has to beat);
     smallest_box   the classic smallest-box rule alone (wall/floor boxes competing);
-    box_heuristic  the classic rule with the vote: the box_heuristic baseline.
+    box_heuristic  the classic rule with the vote: the box_heuristic baseline;
+    two_stage      the fixed labels two_stage's student trains on (the labeler's, made once before
+                   the student's training), where the batches carry them (beep3d/two_stage.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from beep3d.data.dataset import FIXED_LABELS
 from beep3d.loss.criterion import Criterion
 from beep3d.loss.targets import (
     box_heuristic_assignment,
@@ -38,8 +41,9 @@ from beep3d.loss.targets import (
 )
 from beep3d.model.model import BoxInstanceModel
 from beep3d.student_teacher import Beep3dConfig, TeacherView, object_boxes, pseudo_assignment, teacher_view
+from beep3d.two_stage import fixed_label_assignment
 
-RESOLVERS = ("teacher", "teacher_alone", "box_prior", "smallest_box", "box_heuristic")
+RESOLVERS = ("teacher", "teacher_alone", "box_prior", "smallest_box", "box_heuristic", "two_stage")
 
 
 def instance_ious(
@@ -75,7 +79,8 @@ def pseudo_mask_quality(
 ) -> dict[str, float]:
     """Mean instance IoU of each resolver over the scenes of `batches` (eval-mode batches with
     ground truth, already on the teacher's device). Keys "<resolver>_iou_all" and
-    "<resolver>_iou_ambiguous"; "teacher_*" only when a teacher is given."""
+    "<resolver>_iou_ambiguous"; "teacher_*" only when a teacher is given, "two_stage_*" only when
+    the batches carry fixed labels."""
     ious: dict[str, list[float]] = {f"{r}_iou_{w}": [] for r in RESOLVERS for w in ("all", "ambiguous")}
     for batch in batches:
         view: TeacherView | None = None
@@ -99,6 +104,8 @@ def pseudo_mask_quality(
                 resolved["teacher"] = (
                     superpoint_majority_vote(alone, sup["superpoint"]) if cfg.superpoint_vote else alone
                 )
+            if FIXED_LABELS in sup:
+                resolved["two_stage"] = fixed_label_assignment(sup)
             for name, assigned in resolved.items():
                 all_ious, amb_ious = instance_ious(assigned, instance, sup, ambiguous)
                 ious[f"{name}_iou_all"] += all_ious

@@ -4,7 +4,9 @@ A per-point *assignment* is the common currency: each point holds the index of t
 belongs to, `BACKGROUND` (-1: inside no object box, or only inside wall/floor boxes) or `UNKNOWN`
 (-2: ambiguous and not resolved). Resolvers (the smallest-box rule here, the teacher's
 pseudo-masks elsewhere) turn UNKNOWN points into box indices or BACKGROUND; `box_targets` turns
-any assignment into soft superpoint masks.
+any assignment into soft superpoint masks. Labels kept beyond one batch (two_stage's) name boxes
+by id instead of index (`box_ids_of_assignment`, `assignment_of_box_ids`): a training crop drops
+boxes and renumbers the rest, ids stay.
 
 Targets of one scene (T target instances, S superpoints), the criterion's input:
     labels (T,) int64 class index; masks (T, S) float32 in [0, 1] (fraction of the superpoint's
@@ -165,6 +167,46 @@ def superpoint_majority_vote(assigned: torch.Tensor, superpoint: torch.Tensor) -
     winner = known.argmax(dim=1) + BACKGROUND  # argmax returns the first maximum: lowest value
     winner[known.sum(dim=1) == 0] = UNKNOWN
     return winner[superpoint]
+
+
+def box_ids_of_assignment(assigned: torch.Tensor, box_id: torch.Tensor) -> torch.Tensor:
+    """(P,) int64: the box id each point's assignment names; BACKGROUND and UNKNOWN stay as they are.
+
+    assigned: (P,) int64 box index / BACKGROUND / UNKNOWN; box_id: (T,) int64 the scene's box ids
+    (instance ids, >= 0). A box index means nothing once a training crop drops boxes; the box id
+    names the same box in every crop (`assignment_of_box_ids` maps it back).
+    """
+    if bool((box_id < 0).any()):
+        raise ValueError("box ids must be >= 0: negative values mean BACKGROUND and UNKNOWN")
+    out = assigned.clone()
+    on_box = assigned >= 0
+    out[on_box] = box_id[assigned[on_box]]
+    return out
+
+
+def assignment_of_box_ids(point_box_id: torch.Tensor, box_id: torch.Tensor) -> torch.Tensor:
+    """(P,) int64 assignment (box index / BACKGROUND / UNKNOWN) from per-point box ids.
+
+    point_box_id: (P,) int64 box id, BACKGROUND or UNKNOWN (`box_ids_of_assignment`); box_id: (T,)
+    int64 the ids of the boxes this scene (or crop) has, distinct. A point whose box is not among
+    them (a crop kept the point but none of the points inside its box: possible where a superpoint
+    vote gave the point a box it sticks out of) is UNKNOWN: it cannot be that box's here, and
+    nothing says what else it is.
+    """
+    out = point_box_id.clone()
+    on_box = torch.nonzero(point_box_id >= 0).flatten()
+    if len(on_box) == 0:
+        return out
+    if len(box_id) == 0:
+        out[on_box] = UNKNOWN
+        return out
+    order = torch.argsort(box_id)
+    sorted_ids = box_id[order]
+    wanted = point_box_id[on_box]
+    pos = torch.searchsorted(sorted_ids, wanted).clamp(max=len(box_id) - 1)
+    found = sorted_ids[pos] == wanted
+    out[on_box] = torch.where(found, order[pos], torch.full_like(pos, UNKNOWN))
+    return out
 
 
 def box_targets(assigned: torch.Tensor, supervision: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
