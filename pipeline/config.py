@@ -85,6 +85,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
                 errors.append(str(err))
         raise ConfigError(errors[0] if errors else f"params: '{where}' must not be null")
     if origin is typing.Literal:
+        # YAML 1.1 (PyYAML, which reads params.yaml) takes an unquoted `off` for false, and
+        # `dvc exp run -S key=off` writes it unquoted (DVC's YAML 1.2 sees a string): where "off"
+        # is a choice, false means it.
+        if value is False and "off" in args:
+            value = "off"
         if value not in args:
             raise ConfigError(f"params: '{where}' must be one of {list(args)}, got {value!r}")
         return value
