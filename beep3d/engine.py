@@ -21,6 +21,7 @@ from beep3d.eval import Evaluator, SceneGT, ScenePred
 from beep3d.loss.criterion import Criterion, assert_finite
 from beep3d.loss.targets import box_heuristic_targets, full_targets
 from beep3d.model.model import BoxInstanceModel, predict_instances
+from beep3d.precision import FP32, Precision
 from beep3d.student_teacher import Beep3dConfig, prior_targets
 from beep3d.two_stage import fixed_label_targets
 
@@ -153,14 +154,20 @@ class InferenceConfig:
 
 
 @torch.no_grad()
-def predict_scenes(model: BoxInstanceModel, batch: dict[str, Any], cfg: InferenceConfig) -> list[ScenePred]:
+def predict_scenes(
+    model: BoxInstanceModel, batch: dict[str, Any], cfg: InferenceConfig, precision: Precision = FP32
+) -> list[ScenePred]:
     """Instances of every scene in the batch as sparse masks over the scene's points.
 
     A superpoint mask becomes a point mask through each point's superpoint; with an eval-mode
-    dataset the points are the scene's original vertices in file order.
+    dataset the points are the scene's original vertices in file order. precision: the forward
+    under autocast (benchmarks/gpu_check.py times bf16 inference); scoring sees fp32 outputs.
+    Evaluation keeps the default, fp32, so a bf16-trained model is scored as an fp32 one is.
     """
     model.eval()
-    outputs = model(batch)
+    with precision.autocast():
+        outputs = model(batch)
+    outputs = precision.outputs(outputs)
     offsets = batch["sp_offsets"].tolist()
     p_off = batch["point_offsets"].tolist()
     superpoint = batch["superpoint"]

@@ -49,6 +49,7 @@ from beep3d.loss.targets import (
     teacher_resolver,
 )
 from beep3d.model.model import BoxInstanceModel, SceneQueries
+from beep3d.precision import FP32, Precision
 
 
 @dataclass(frozen=True)
@@ -135,18 +136,28 @@ def known_point_targets(supervision: dict[str, torch.Tensor]) -> dict[str, torch
 
 @torch.no_grad()
 def teacher_view(
-    teacher: BoxInstanceModel, batch: dict[str, Any], center_queries: bool, criterion: Criterion
+    teacher: BoxInstanceModel,
+    batch: dict[str, Any],
+    center_queries: bool,
+    criterion: Criterion,
+    precision: Precision = FP32,
 ) -> TeacherView:
-    """Run the teacher (eval mode, no gradient) and align its queries with the object boxes."""
+    """Run the teacher (eval mode, no gradient) and align its queries with the object boxes.
+
+    precision: the teacher's forward under autocast (`train.amp`); the matching and everything
+    after it see fp32 outputs.
+    """
     teacher.eval()
     sp_offsets = batch["sp_offsets"].tolist()
+    queries = box_center_queries(batch) if center_queries else None
+    with precision.autocast():
+        out = teacher(batch, queries=queries)
+    out = precision.outputs(out)
     if center_queries:
-        out = teacher(batch, queries=box_center_queries(batch))
         probs = [m.sigmoid() for m in out["mask_logits"]]
         content = list(out["query_content"])
         valid = [torch.ones(len(c), dtype=torch.bool, device=c.device) for c in content]
     else:
-        out = teacher(batch)
         targets = [known_point_targets(sup) for sup in batch["supervision"]]
         indices = criterion.matcher(out, targets)
         probs, content, valid = [], [], []
@@ -215,23 +226,31 @@ def student_losses(
     box_query_weight: float,
     view: TeacherView | None = None,
     cfg: Beep3dConfig | None = None,
+    precision: Precision = FP32,
 ) -> dict[str, torch.Tensor]:
     """Every loss term of the student (scalar tensors) and their weighted "total".
 
     targets: per scene, with "box_index" naming each target's box (box queries sit at its centre).
     view / cfg: the teacher's view and the BEEP3D switches, for the consistency losses (beep3d
     mode after the warm-up); None otherwise.
+    precision: the student's forward passes under autocast (`train.amp`); their outputs are cast
+    to fp32 before the matcher and the losses.
     Keys: the criterion's terms; "boxq/<term>" and "boxq/total" for the box-query loss; "qc" and
     "mfc" for the consistency losses (present when they ran).
     """
     student.train()
-    enc = student.encode(batch)
-    out = student.decode(enc)
+    with precision.autocast():
+        enc = student.encode(batch)
+        out = student.decode(enc)
+    out = precision.outputs(out)
     indices = criterion.matcher(out, targets)
     losses = criterion(out, targets, indices)
     total = losses["total"]
     if box_query_weight > 0:
-        box_out = student.decode(enc, box_center_queries(batch, [t["box_index"] for t in targets]))
+        box_queries = box_center_queries(batch, [t["box_index"] for t in targets])
+        with precision.autocast():
+            box_out = student.decode(enc, box_queries)
+        box_out = precision.outputs(box_out)
         one_to_one = [
             (torch.arange(len(t["labels"]), device=t["labels"].device),) * 2 for t in targets
         ]  # box query k stands for target k
@@ -258,17 +277,24 @@ class StudentObjective(torch.nn.Module):
     of all of them are averaged over the ranks in one backward."""
 
     def __init__(
-        self, student: BoxInstanceModel, criterion: Criterion, box_query_weight: float, cfg: Beep3dConfig
+        self,
+        student: BoxInstanceModel,
+        criterion: Criterion,
+        box_query_weight: float,
+        cfg: Beep3dConfig,
+        precision: Precision = FP32,
     ):
         super().__init__()
         self.student = student
         self.criterion = criterion
         self.box_query_weight = box_query_weight
         self.cfg = cfg
+        self.precision = precision
 
     def forward(
         self, batch: dict[str, Any], targets: list[dict[str, torch.Tensor]], view: TeacherView | None
     ) -> dict[str, torch.Tensor]:
         return student_losses(
-            self.student, self.criterion, batch, targets, self.box_query_weight, view, self.cfg
-        )
+            self.student, self.criterion, batch, targets, self.box_query_weight, view, self.cfg,
+            self.precision,
+        )  # fmt: skip

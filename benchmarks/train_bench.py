@@ -78,7 +78,7 @@ from beep3d.data.dataset import SceneDataset, collate
 from beep3d.data.preprocess import PreprocessConfig, process_scene, write_points
 from beep3d.data.schema import BOXES_SCHEMA, SCENES_SCHEMA, write_table
 from beep3d.data.superpoints import SuperpointConfig
-from beep3d.data.synthetic import generate_scene, scannet_size_config
+from beep3d.data.synthetic import SyntheticConfig, generate_scene, scannet_size_config
 from beep3d.engine import batch_to, learning_rate, make_optimizer, make_targets, train_step
 from beep3d.loss.criterion import Criterion
 from beep3d.model.model import BoxInstanceModel, ModelConfig
@@ -109,28 +109,43 @@ def build_processed_scene(out_dir: Path, target_vertices: int) -> tuple[str, int
 
     Returns (scene id, vertex count) of the generator's train scene nearest target_vertices.
     """
-    cfg = scannet_size_config()
+    return build_processed_scenes(out_dir, target_vertices)[0]
+
+
+def build_processed_scenes(
+    out_dir: Path, target_vertices: int, n_scenes: int = 1, synthetic: SyntheticConfig | None = None
+) -> list[tuple[str, int]]:
+    """Write a processed dataset of the `n_scenes` generator train scenes whose vertex counts are
+    nearest target_vertices; returns their (scene id, vertex count). synthetic: the generator's
+    config, ScanNet density (`scannet_size_config()`) by default."""
+    cfg = synthetic or scannet_size_config()
     scenes = [generate_scene(cfg, i) for i in range(SCENE_CANDIDATES)]
     scenes = [s for s in scenes if s.split == "train"]
-    scene = min(scenes, key=lambda s: abs(s.n_points - target_vertices))
+    if len(scenes) < n_scenes:
+        raise ValueError(
+            f"only {len(scenes)} train scenes among the first {SCENE_CANDIDATES}, asked for {n_scenes}"
+        )
+    chosen = sorted(scenes, key=lambda s: abs(s.n_points - target_vertices))[:n_scenes]
     pre = PreprocessConfig(
         voxel_size=VOXEL_SIZE,
         workers=1,
         on_error="fail",
-        computed_superpoints=False,  # the scene has its own segments; ours are not needed here
+        computed_superpoints=False,  # the scenes have their own segments; ours are not needed here
         superpoints=SuperpointConfig(
             voxel_size=0.04, k=0.3, normal_weight=1.0, color_weight=2.0, min_size=20
         ),
     )
-    piece = process_scene(scene.to_raw_scene(), pre)
-    write_points(piece, out_dir)
-    write_table(piece.boxes, out_dir / "boxes.parquet", BOXES_SCHEMA)
+    pieces = sorted((process_scene(s.to_raw_scene(), pre) for s in chosen), key=lambda p: p.scene_id)
+    for piece in pieces:
+        write_points(piece, out_dir)
+    write_table(pa.concat_tables([p.boxes for p in pieces]), out_dir / "boxes.parquet", BOXES_SCHEMA)
     write_table(
-        pa.Table.from_pylist([piece.scene_row], schema=SCENES_SCHEMA),
+        pa.Table.from_pylist([p.scene_row for p in pieces], schema=SCENES_SCHEMA),
         out_dir / "scenes.parquet",
         SCENES_SCHEMA,
     )
-    return piece.scene_id, scene.n_points
+    vertices = {s.scene_id: s.n_points for s in chosen}
+    return [(p.scene_id, vertices[p.scene_id]) for p in pieces]
 
 
 # --- timers and hooks -------------------------------------------------------------------------

@@ -50,7 +50,7 @@ import click
 import yaml
 
 from beep3d.io import write_text_atomic
-from pipeline.config import ConfigError, flatten, load_params, section
+from pipeline.config import ConfigError, flatten, load_params, parse_yaml, section
 from pipeline.report import (
     DASH,
     EXECUTION_ONLY_PARAMS,
@@ -120,7 +120,7 @@ def parse_overrides(items: Sequence[str], params: dict[str, Any]) -> dict[str, A
         if isinstance(current, dict):
             raise CompareError(f"--set {item}: {key} is a section; set its keys one by one")
         try:
-            out[key] = yaml.safe_load(text)
+            out[key] = parse_yaml(text)
         except yaml.YAMLError as err:
             raise CompareError(f"--set {item}: the value is not valid YAML: {err}") from err
     return out

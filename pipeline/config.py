@@ -9,6 +9,7 @@ silent default. The dataclasses themselves live next to the code they configure 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -23,11 +24,34 @@ class ConfigError(ValueError):
     """A params file does not match the config it should fill."""
 
 
+class ParamsLoader(yaml.SafeLoader):
+    """YAML read as DVC reads and writes params.yaml (YAML 1.2): only true / false are booleans.
+
+    PyYAML follows YAML 1.1, where an unquoted on / off / yes / no is a boolean as well. DVC
+    (ruamel, YAML 1.2) reads `amp: off` as the string 'off', and `dvc exp run -S` rewrites
+    params.yaml with such strings unquoted, so with PyYAML's rules a stage would see false (and
+    log 'False' to MLflow) where DVC and the user have 'off'.
+    """
+
+
+ParamsLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """A params text (a file's, or a `-S key=value` value) read by `ParamsLoader`."""
+    return yaml.load(text, Loader=ParamsLoader)  # a SafeLoader: no arbitrary objects
+
+
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     path = Path(path)
     try:
-        with open(path, encoding="utf-8") as fh:
-            params = yaml.safe_load(fh)
+        params = parse_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise ConfigError(f"{path}: not found") from err
     except yaml.YAMLError as err:
@@ -85,6 +109,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
                 errors.append(str(err))
         raise ConfigError(errors[0] if errors else f"params: '{where}' must not be null")
     if origin is typing.Literal:
+        # load_params reads an unquoted `off` as 'off' (ParamsLoader), but a params file that
+        # went through PyYAML's safe_load / safe_dump (scripts, tests) holds `false` instead:
+        # where "off" is a choice, false means it.
+        if value is False and "off" in args:
+            value = "off"
         if value not in args:
             raise ConfigError(f"params: '{where}' must be one of {list(args)}, got {value!r}")
         return value

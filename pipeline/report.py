@@ -41,7 +41,7 @@ from beep3d.data.schema import read_scene_points, read_table
 from beep3d.eval import MIN_REGION_SIZE, Evaluator, SceneGT, read_submission
 from beep3d.io import write_text_atomic
 from pipeline import plots
-from pipeline.config import build, flatten, section
+from pipeline.config import build, flatten, parse_yaml, section
 from pipeline.gitinfo import run_git
 from pipeline.tracking import RunKey, TrackingError, find_run, project_root_of, resolve_tracking_uri
 
@@ -688,7 +688,7 @@ def provenance(
         prov.defaults_note = f"`git show {rev}:{rel}` failed: {text.strip()}"
         return prov
     try:
-        loaded = yaml.safe_load(text)
+        loaded = parse_yaml(text)
     except yaml.YAMLError as err:
         prov.defaults_note = f"{rel} at {rev} is not valid YAML: {err}"
         return prov

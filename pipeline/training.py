@@ -70,6 +70,7 @@ from beep3d.eval.pseudo_masks import pseudo_mask_quality
 from beep3d.loss.criterion import Criterion, CriterionConfig
 from beep3d.model.ema import EmaTeacher, ema_rate
 from beep3d.model.model import BoxInstanceModel, ModelConfig
+from beep3d.precision import AMP_DTYPES, AmpMode, Precision, precision_for
 from beep3d.student_teacher import Beep3dConfig, StudentObjective, beep3d_targets, teacher_view
 from beep3d.two_stage import TwoStageConfig, label_scenes
 from pipeline import distributed
@@ -88,6 +89,7 @@ class TrainConfig:
     mode: Mode
     seed: int  # seeds weights, augmentation and scene order; same seed on CPU -> same metrics
     device: str  # auto | cpu | cuda
+    amp: AmpMode  # off (fp32) | bf16: autocast of the decoder and heads, CUDA only (beep3d/precision.py)
     threads: int  # torch CPU threads (0 = torch's default)
     epochs: int  # passes over the training scenes (the schedule is step-based within them)
     batch_size: int  # scenes per step
@@ -113,6 +115,13 @@ class TrainConfig:
             raise ValueError("train.eval_every, train.monitor_scenes and train.ema_warmup_steps must be >= 0")
         if self.headline == "best" and not self.eval_every:
             raise ValueError("train.headline 'best' needs evaluations: set train.eval_every > 0")
+        if self.amp not in AMP_DTYPES:
+            raise ValueError(f"train.amp must be one of {list(AMP_DTYPES)}, got {self.amp!r}")
+        if self.amp != "off" and self.device == "cpu":
+            raise ValueError(
+                f"train.amp '{self.amp}' needs CUDA but train.device is 'cpu': set train.amp to 'off' "
+                "for CPU training, or train.device to 'cuda' / 'auto' on a GPU machine"
+            )
 
 
 @dataclass(frozen=True)
@@ -144,6 +153,11 @@ def fingerprint(cfg: RunConfig, processed_dir: Path) -> str:
     params = dataclasses.asdict(cfg)
     if cfg.train.mode not in ("two_stage", LABELER_MODE):
         del params["train"]["two_stage"]
+    # `train.amp` came after fp32 checkpoints were written: left out at its default ("off"), so
+    # their fingerprint, and every recorded output of an fp32 run, stays as it was. A bf16 run
+    # hashes it, so fp32 and bf16 never resume each other's state.
+    if params["train"]["amp"] == "off":
+        del params["train"]["amp"]
     h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
     h.update(data_hash(processed_dir).encode())
     return h.hexdigest()[:16]
@@ -159,6 +173,14 @@ def data_hash(processed_dir: Path) -> str:
 
 def build_model(cfg: ModelConfig, device: torch.device) -> BoxInstanceModel:
     return BoxInstanceModel(cfg, conv_algo(device)).to(device)
+
+
+def run_precision(t: TrainConfig, device: torch.device) -> Precision:
+    """`train.amp` on the device training resolved to (`device: auto` may have found no GPU)."""
+    try:
+        return precision_for(t.amp, device)
+    except ValueError as err:
+        raise ConfigError(f"params: {err}") from err
 
 
 class TrainingRun:
@@ -177,6 +199,7 @@ class TrainingRun:
         self.cfg, self.t, self.device, self.ranks = cfg, t, device, ranks
         if (t.mode == "two_stage") != (fixed_labels is not None):
             raise ValueError("two_stage's student, and only it, trains on fixed labels")
+        self.precision = run_precision(t, device)
         with_gt = t.mode == "full"  # box-supervised modes never load per-point ground truth
         self.train_set = SceneDataset(
             processed_dir, "train", cfg.data_loader, with_ground_truth=with_gt, train=True, seed=t.seed,
@@ -218,7 +241,7 @@ class TrainingRun:
         self.criterion = Criterion.from_config(t.loss)
         self.optimizer = make_optimizer(self.model, t.optim)
         self.objective: torch.nn.Module = StudentObjective(
-            self.model, self.criterion, t.box_query_weight, t.beep3d
+            self.model, self.criterion, t.box_query_weight, t.beep3d, self.precision
         )
         if ranks.distributed:
             # Averages the gradients of every pass over the student in one backward. The BN
@@ -240,7 +263,9 @@ class TrainingRun:
             targets = make_targets(batch, t.mode, self.class_set, t.beep3d)
         else:
             if t.beep3d.teacher_needed(step):
-                view = teacher_view(self.teacher.model, batch, t.beep3d.center_queries, self.criterion)
+                view = teacher_view(
+                    self.teacher.model, batch, t.beep3d.center_queries, self.criterion, self.precision
+                )
             targets = beep3d_targets(batch, view, t.beep3d)
         with across_ranks(self.ranks.distributed):  # batch statistics and means over all ranks' scenes
             losses = self.objective(batch, targets, view)

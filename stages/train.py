@@ -19,6 +19,10 @@ data write the same file and dvc.lock reproduces; evaluate and report find the r
 (pipeline/tracking.py `RunKey`). If the tracking store cannot be opened, the stage stops with an
 error naming the URI before any training; once training runs, tracking failures only warn.
 
+--no-tracking trains and writes the same files without an MLflow run (and without --run-info):
+for scratch runs on a machine without MLflow, such as benchmarks/gpu_check.py on a GPU image.
+The pipeline (dvc.yaml) always tracks.
+
 Distributed: the same command under torchrun (see README "Distributed training") trains with
 DistributedDataParallel; rank 0 does all of the above, the other ranks only train.
 """
@@ -110,6 +114,21 @@ def log_outcome(tracker: Tracker, result: TrainResult, cfg: RunConfig, files: di
         tracker.log_artifact(path, "checkpoints" if name != "model" else None)
 
 
+def write_outputs(
+    result: TrainResult,
+    cfg: RunConfig,
+    model_path: Path,
+    resume_dir: Path,
+    history_path: Path,
+    summary_path: Path,
+) -> dict[str, Path]:
+    """The model, the last/best exports, the history and the summary; returns the exports."""
+    files = write_exports(result, cfg, model_path, resume_dir / "export")
+    write_json_atomic(history_path, result.history)
+    write_json_atomic(summary_path, result.summary)
+    return files
+
+
 def train_other_rank(cfg: RunConfig, data_dir: Path, resume_dir: Path, ranks: Ranks) -> None:
     """A rank other than 0: trains its share of every batch; writes and logs nothing."""
     train(cfg, data_dir, resume_dir, progress=False, ranks=ranks)
@@ -131,6 +150,12 @@ def train_other_rank(cfg: RunConfig, data_dir: Path, resume_dir: Path, ranks: Ra
     "--run-info", "run_info_path", default="reports/mlflow_run.json", type=click.Path(dir_okay=False)
 )
 @click.option("--progress/--no-progress", default=True)
+@click.option(
+    "--tracking/--no-tracking",
+    default=True,
+    help="Record the run in MLflow (default, as the pipeline does). --no-tracking: same training and "
+    "files, no MLflow run, --run-info not written.",
+)
 def main(
     params_path: str,
     data_dir: str,
@@ -140,6 +165,7 @@ def main(
     summary_path: str,
     run_info_path: str,
     progress: bool,
+    tracking: bool,
 ) -> None:
     try:
         ranks = distributed.ranks_from_environment()
@@ -148,11 +174,24 @@ def main(
         if not ranks.is_main:
             train_other_rank(cfg, Path(data_dir), Path(resume_dir), ranks)
             return
-        tracker, key = start_tracking(params, cfg, Path(data_dir))
+        tracker, key = start_tracking(params, cfg, Path(data_dir)) if tracking else (None, None)
     except (ConfigError, DataError, TrackingError, CheckpointError, OSError) as err:
         click.echo(f"train failed: {err}", err=True)
         sys.exit(1)
-    assert tracker.run is not None
+    outputs = (Path(model_path), Path(resume_dir), Path(history_path), Path(summary_path))
+    if tracker is None:
+        try:
+            result = train(
+                cfg, Path(data_dir), Path(resume_dir), log=click.echo, progress=progress, ranks=ranks
+            )
+        except (ConfigError, DataError, CheckpointError) as err:
+            click.echo(f"train failed: {err}", err=True)
+            sys.exit(1)
+        write_outputs(result, cfg, *outputs)
+        distributed.stop()
+        click.echo(f"train done (not tracked) -> {model_path}")
+        return
+    assert tracker.run is not None and key is not None
     tracker.set_tags({"world_size": str(ranks.world_size)})
     # Written first: even a failed or killed training leads to its (FAILED/KILLED) run.
     write_json_atomic(Path(run_info_path), key.to_json())
@@ -167,9 +206,7 @@ def main(
             click.echo(f"train failed: {err}", err=True)
             tracker.end("FAILED")
             sys.exit(1)
-        files = write_exports(result, cfg, Path(model_path), Path(resume_dir) / "export")
-        write_json_atomic(Path(history_path), result.history)
-        write_json_atomic(Path(summary_path), result.summary)
+        files = write_outputs(result, cfg, *outputs)
         log_outcome(tracker, result, cfg, files)
     distributed.stop()
     if tracker.dropped:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.config import ConfigError, build, flatten, load_params, section
 from stages.download import DataParams
@@ -70,3 +71,20 @@ def test_mask_threshold_outside_the_open_unit_interval_is_refused(bad):
     inference = {**section(load_params(REPO / "params.yaml"), "inference"), "mask_threshold": bad}
     with pytest.raises(ConfigError, match=r"inference.*mask_threshold"):
         build(InferenceConfig, inference, "inference")
+
+
+def test_params_are_read_as_dvc_reads_them(tmp_path: Path):
+    """YAML 1.2 booleans (true / false only): `dvc exp run -S` rewrites params.yaml with string
+    values unquoted, and `off` must stay the string DVC sees, not PyYAML 1.1's false."""
+    from dvc.utils.hydra import apply_overrides
+
+    path = tmp_path / "params.yaml"
+    path.write_text('train:\n  amp: "off"\n  ema: 0.9\n  flags: [yes, no, on, true, False]\n')
+    apply_overrides(str(path), ["train.ema=0.99"])  # what `dvc exp run -S train.ema=0.99` does
+    assert "amp: off\n" in path.read_text()  # the quotes are gone
+    train = load_params(path)["train"]
+    assert train == {"amp": "off", "ema": 0.99, "flags": ["yes", "no", "on", True, False]}
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["train"]["amp"] = False  # a params file that went through PyYAML's safe_dump
+    path.write_text(yaml.safe_dump(params))
+    assert load_run_config(str(path)).train.amp == "off"

@@ -120,3 +120,23 @@ def test_unreachable_tracking_store_stops_before_training_with_the_uri(tmp_path:
     assert proc.returncode == 1
     assert uri in proc.stderr and "unavailable" in proc.stderr
     assert not (out / "checkpoints").exists() and not (out / "model.pt").exists()
+
+
+def test_no_tracking_trains_and_writes_without_a_store(tmp_path: Path) -> None:
+    """--no-tracking (scratch runs, machines without MLflow): the same outputs, no run, no store
+    opened (the URI below would stop a tracked run), --run-info not written."""
+    params = yaml.safe_load(tiny_params(tmp_path).read_text())
+    params["train"].update(epochs=1, eval_every=1)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    data = write_processed(tmp_path / "processed", default_scenes())
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'no-such-dir' / 'mlflow.db'}"}
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [*train_cmd(tmp_path / "params.yaml", data, out), "--no-tracking"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "not tracked" in proc.stdout and "MLflow run" not in proc.stdout
+    assert (out / "model.pt").exists() and (out / "checkpoints/export/last_teacher.pt").exists()
+    assert "val_student_mAP" in json.loads((out / "summary.json").read_text())["last"]
+    assert not (out / "mlflow_run.json").exists() and not (tmp_path / "no-such-dir").exists()

@@ -37,6 +37,7 @@ from torch import nn
 from beep3d.backend import import_spconv
 from beep3d.model.decoder import QueryDecoder, knn_pool
 from beep3d.model.unet import SparseUNet, padded_spatial_shape
+from beep3d.precision import fp32_region
 
 if TYPE_CHECKING:
     from spconv.pytorch import ConvAlgo
@@ -276,7 +277,9 @@ class BoxInstanceModel(nn.Module):
         n_scenes = batch["batch_size"]
         grid = padded_spatial_shape(list(batch["spatial_shape"]), len(self.cfg.widths))
         x = spconv.SparseConvTensor(batch["feats"], batch["coords"], grid, n_scenes)
-        voxel_feats = self.backbone(x)  # (V, w0)
+        # fp32 even under bf16 autocast: spconv would cast to fp16 there (beep3d/precision.py).
+        with fp32_region(batch["feats"].device.type):
+            voxel_feats = self.backbone(x)  # (V, w0)
         sp_offsets = batch["sp_offsets"].tolist()
         sp_raw = pool_superpoints(voxel_feats, batch["point_voxel"], batch["superpoint"], sp_offsets[-1])
         memory, mask_feats = self.decoder.project(sp_raw)  # (S, d), (S, d)
