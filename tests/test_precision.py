@@ -148,6 +148,7 @@ def test_fp32_fingerprint_is_the_one_from_before_the_amp_param(processed: Path) 
     cfg = tiny_run_config("beep3d")
     params = dataclasses.asdict(cfg)
     del params["train"]["amp"]
+    del params["train"]["two_stage"]  # beep3d's fingerprint leaves two_stage's params out as well
     before = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
     before.update(data_hash(processed).encode())
     assert fingerprint(cfg, processed) == before.hexdigest()[:16]
