@@ -58,7 +58,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -162,6 +162,14 @@ def model_settings(check: Check) -> dict[str, tuple[Any, float]]:
 def amp_modes(check: Check) -> dict[str, str | None]:
     """{amp: None (measured) or the reason it is skipped}."""
     return {"off": None, "bf16": None if check.cuda else f"bf16 autocast is CUDA-only ({NO_CUDA})"}
+
+
+def measured_variants(check: Check) -> Iterator[tuple[str, Any, float, str, str | None]]:
+    """(key, ModelConfig, model voxel, amp, None or why skipped) of every model setting at every
+    precision, keyed "<setting>/<fp32|bf16>" as the JSON names them."""
+    for name, (model_cfg, voxel) in model_settings(check).items():
+        for amp, reason in amp_modes(check).items():
+            yield f"{name}/{'fp32' if amp == 'off' else amp}", model_cfg, voxel, amp, reason
 
 
 def build_scenes(out: Path, n_scenes: int, scannet_size: bool) -> list[tuple[str, int]]:
@@ -345,28 +353,26 @@ def section_train_throughput(check: Check) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         scenes = build_scenes(Path(tmp), base.train.batch_size, scannet_size=not check.reduced)
         figures["scenes"] = dict(scenes)
-        for name, (model_cfg, voxel) in model_settings(check).items():
-            for amp, reason in amp_modes(check).items():
-                key = f"{name}/{'fp32' if amp == 'off' else amp}"
-                if reason:
-                    figures[key] = skipped(reason)
-                    continue
-                cfg = RunConfig(
-                    model=model_cfg,
-                    data_loader=replace(base.data_loader, voxel_size=voxel, max_points=0),
-                    train=replace(base.train, device=check.device, amp=amp, eval_every=0),
-                    inference=base.inference,
-                )
-                try:
-                    figures[key] = {
-                        "voxel_size": voxel,
-                        **measure_training(cfg, Path(tmp), device, warmup, steps),
-                    }
-                except Exception:
-                    figures[key] = {"error": traceback.format_exc(limit=-3)}
-                    failures.append(key)
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+        for key, model_cfg, voxel, amp, reason in measured_variants(check):
+            if reason:
+                figures[key] = skipped(reason)
+                continue
+            cfg = RunConfig(
+                model=model_cfg,
+                data_loader=replace(base.data_loader, voxel_size=voxel, max_points=0),
+                train=replace(base.train, device=check.device, amp=amp, eval_every=0),
+                inference=base.inference,
+            )
+            try:
+                figures[key] = {
+                    "voxel_size": voxel,
+                    **measure_training(cfg, Path(tmp), device, warmup, steps),
+                }
+            except Exception:
+                figures[key] = {"error": traceback.format_exc(limit=-3)}
+                failures.append(key)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     estimates = {}
     for key, value in figures.items():
         if key.startswith("full_size/") and "median_step_s" in value:
@@ -461,26 +467,24 @@ def section_eval_throughput(check: Check) -> dict[str, Any]:
     figures["evaluator"] = evaluator
     with tempfile.TemporaryDirectory() as tmp:
         figures["scenes"] = dict(build_scenes(Path(tmp), 2, scannet_size=not check.reduced))
-        for name, (model_cfg, voxel) in model_settings(check).items():
-            for amp, reason in amp_modes(check).items():
-                key = f"{name}/{'fp32' if amp == 'off' else amp}"
-                if reason:
-                    figures[key] = skipped(reason)
-                    continue
-                try:
-                    inference = measure_inference(model_cfg, voxel, Path(tmp), device, amp, repeats)
-                except Exception:
-                    figures[key] = {"error": traceback.format_exc(limit=-3)}
-                    failures.append(key)
-                    continue
-                per_scene = inference["s_per_scene"] + evaluator["s_per_scene"]
-                figures[key] = {
-                    "inference": inference,
-                    "inference_plus_evaluator_scenes_per_s": 1 / per_scene,
-                    "scannet_val_minutes": skipped("measured on small rooms, not ScanNet-size scenes")
-                    if check.reduced
-                    else SCANNET_VAL_SCENES * per_scene / 60,
-                }
+        for key, model_cfg, voxel, amp, reason in measured_variants(check):
+            if reason:
+                figures[key] = skipped(reason)
+                continue
+            try:
+                inference = measure_inference(model_cfg, voxel, Path(tmp), device, amp, repeats)
+            except Exception:
+                figures[key] = {"error": traceback.format_exc(limit=-3)}
+                failures.append(key)
+                continue
+            per_scene = inference["s_per_scene"] + evaluator["s_per_scene"]
+            figures[key] = {
+                "inference": inference,
+                "inference_plus_evaluator_scenes_per_s": 1 / per_scene,
+                "scannet_val_minutes": skipped("measured on small rooms, not ScanNet-size scenes")
+                if check.reduced
+                else SCANNET_VAL_SCENES * per_scene / 60,
+            }
     if failures:
         raise SectionError(f"inference failed for {failures}", figures)
     return figures
