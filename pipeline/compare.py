@@ -64,9 +64,8 @@ from pipeline.report import (
     load_runs,
     md_table,
     mean_std,
-    sqlite_path,
 )
-from pipeline.tracking import redact_params, resolve_tracking_uri
+from pipeline.tracking import redact_params, resolve_tracking_uri, sqlite_path
 
 # The MLflow experiment the train stage records into (stages.train.EXPERIMENT; not imported from
 # there because that module pulls in torch and the whole training; a test keeps the two equal).

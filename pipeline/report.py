@@ -43,7 +43,14 @@ from beep3d.io import write_text_atomic
 from pipeline import plots
 from pipeline.config import build, flatten, parse_yaml, section
 from pipeline.gitinfo import run_git
-from pipeline.tracking import RunKey, TrackingError, find_run, project_root_of, resolve_tracking_uri
+from pipeline.tracking import (
+    RunKey,
+    TrackingError,
+    find_run,
+    project_root_of,
+    resolve_tracking_uri,
+    sqlite_path,
+)
 
 DASH = "–"  # a number that does not exist (class without ground truth, metric not logged)
 N_SCENE_FIGURES = 3
@@ -289,15 +296,6 @@ class TrackedRun:
 
 class StoreUnavailable(RuntimeError):
     """The MLflow store cannot be read; the message says which and why."""
-
-
-def sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a `sqlite:///` URI (None for other stores and in-memory sqlite)."""
-    prefix = "sqlite:///"
-    if not tracking_uri.startswith(prefix):
-        return None
-    path = tracking_uri[len(prefix) :].partition("?")[0]
-    return None if path in ("", ":memory:") else Path(path)
 
 
 def training_run(

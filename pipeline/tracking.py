@@ -116,6 +116,15 @@ class RunInfo:
         return dataclasses.asdict(self)
 
 
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI (None for other stores and in-memory sqlite)."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    path = tracking_uri[len(prefix) :].partition("?")[0]
+    return None if path in ("", ":memory:") else Path(path)
+
+
 RUN_KEY_TAG = "run_key"
 
 
@@ -153,11 +162,9 @@ def find_run(tracking_uri: str, key: RunKey) -> RunInfo | None:
     """The latest run of `key.experiment` tagged with `key.run_key`; None if there is none (or no
     store at a sqlite path: opening it would create an empty one). Raises TrackingError when the
     store cannot be read."""
-    prefix = "sqlite:///"
-    if tracking_uri.startswith(prefix):
-        db = tracking_uri[len(prefix) :].partition("?")[0]
-        if db not in ("", ":memory:") and not Path(db).is_file():
-            return None
+    db = sqlite_path(tracking_uri)
+    if db is not None and not db.is_file():
+        return None
     from mlflow.tracking import MlflowClient
 
     try:

@@ -33,6 +33,7 @@ import dataclasses
 import os
 import sys
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -179,36 +180,30 @@ def main(
         click.echo(f"train failed: {err}", err=True)
         sys.exit(1)
     outputs = (Path(model_path), Path(resume_dir), Path(history_path), Path(summary_path))
-    if tracker is None:
-        try:
-            result = train(
-                cfg, Path(data_dir), Path(resume_dir), log=click.echo, progress=progress, ranks=ranks
-            )
-        except (ConfigError, DataError, CheckpointError) as err:
-            click.echo(f"train failed: {err}", err=True)
-            sys.exit(1)
-        write_outputs(result, cfg, *outputs)
-        distributed.stop()
-        click.echo(f"train done (not tracked) -> {model_path}")
-        return
-    assert tracker.run is not None and key is not None
-    tracker.set_tags({"world_size": str(ranks.world_size)})
-    # Written first: even a failed or killed training leads to its (FAILED/KILLED) run.
-    write_json_atomic(Path(run_info_path), key.to_json())
-    click.echo(f"MLflow run {tracker.run.run_id} ({tracker.run.run_name}) in {tracker.tracking_uri}")
-    with tracker:
+    if tracker is not None:
+        assert tracker.run is not None and key is not None
+        tracker.set_tags({"world_size": str(ranks.world_size)})
+        # Written first: even a failed or killed training leads to its (FAILED/KILLED) run.
+        write_json_atomic(Path(run_info_path), key.to_json())
+        click.echo(f"MLflow run {tracker.run.run_id} ({tracker.run.run_name}) in {tracker.tracking_uri}")
+    with tracker if tracker is not None else nullcontext():
         try:
             result = train(
                 cfg, Path(data_dir), Path(resume_dir), log=click.echo, progress=progress,
-                metrics_sink=tracker.log_metrics, ranks=ranks,
+                metrics_sink=tracker.log_metrics if tracker is not None else None, ranks=ranks,
             )  # fmt: skip
         except (ConfigError, DataError, CheckpointError) as err:
             click.echo(f"train failed: {err}", err=True)
-            tracker.end("FAILED")
+            if tracker is not None:
+                tracker.end("FAILED")
             sys.exit(1)
         files = write_outputs(result, cfg, *outputs)
-        log_outcome(tracker, result, cfg, files)
+        if tracker is not None:
+            log_outcome(tracker, result, cfg, files)
     distributed.stop()
+    if tracker is None:
+        click.echo(f"train done (not tracked) -> {model_path}")
+        return
     if tracker.dropped:
         click.echo(
             f"warning: {tracker.dropped} MLflow calls failed; the run in {tracker.tracking_uri} is incomplete"

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -82,12 +83,16 @@ def a_batch(cfg: RunConfig, processed: Path, train: bool) -> dict:
     return next(iter(make_loader(data, 2, shuffle=False, seed=0, num_workers=0)))
 
 
-def test_autocast_runs_the_decoder_in_bf16_and_keeps_the_backbone_and_losses_fp32(processed: Path) -> None:
-    cfg = tiny_run_config("beep3d")
+def a_model_and_batch(mode: str, processed: Path) -> tuple[RunConfig, Any, Criterion, dict]:
+    """A tiny run config of `mode`, its freshly seeded model and criterion, and a training batch."""
+    cfg = tiny_run_config(mode)
     torch.manual_seed(0)
     model = build_model(cfg.model, torch.device("cpu"))
-    criterion = Criterion.from_config(cfg.train.loss)
-    batch = a_batch(cfg, processed, train=True)
+    return cfg, model, Criterion.from_config(cfg.train.loss), a_batch(cfg, processed, train=True)
+
+
+def test_autocast_runs_the_decoder_in_bf16_and_keeps_the_backbone_and_losses_fp32(processed: Path) -> None:
+    cfg, model, criterion, batch = a_model_and_batch("beep3d", processed)
     dtypes: dict[str, list[torch.dtype]] = {"backbone": [], "decoder ffn": []}
     model.backbone.register_forward_hook(lambda m, i, out: dtypes["backbone"].append(out.dtype))
     model.decoder.layers[0].ffn.register_forward_hook(
@@ -113,11 +118,7 @@ def test_autocast_runs_the_decoder_in_bf16_and_keeps_the_backbone_and_losses_fp3
 
 def test_bf16_autocast_stays_close_to_fp32(processed: Path) -> None:
     """Same weights and batch: the losses differ by bf16 rounding only."""
-    cfg = tiny_run_config("box_heuristic")
-    torch.manual_seed(0)
-    model = build_model(cfg.model, torch.device("cpu"))
-    criterion = Criterion.from_config(cfg.train.loss)
-    batch = a_batch(cfg, processed, train=True)
+    _, model, criterion, batch = a_model_and_batch("box_heuristic", processed)
     targets = make_targets(batch, "box_heuristic", SCANNET)
     fp32 = student_losses(model, criterion, batch, targets, 1.0)
     bf16 = student_losses(model, criterion, batch, targets, 1.0, precision=BF16_CPU)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from click.testing import CliRunner
 
 from pipeline.regression import compare, machine_key, main
@@ -87,4 +88,4 @@ def test_another_kind_of_cpu_gets_the_cross_cpu_tolerance(tmp_path: Path) -> Non
     assert here.exit_code == 1 and "not the baseline's" not in here.output
     there = runner.invoke(main, write(tmp_path, 0.05, elsewhere))
     assert there.exit_code == 0 and "cross-CPU tolerances apply" in there.output
-    assert machine_key() == machine_key() and machine_key()
+    assert machine_key().startswith(torch.backends.cpu.get_cpu_capability())  # what picks MKL's kernels
