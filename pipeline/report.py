@@ -563,17 +563,21 @@ def check_splits(train_ids: Iterable[str], evaluated_ids: Iterable[str]) -> None
         )
 
 
-def splits_section(scenes: list[dict[str, Any]], evaluated: Sequence[str], monitor_scenes: int) -> str:
+def splits_section(
+    scenes: list[dict[str, Any]], evaluated: Sequence[str], monitor_scenes: int, val_scenes: int = 0
+) -> str:
     by_split: dict[str, list[str]] = {}
     for s in scenes:
         by_split.setdefault(s["split"], []).append(s["scene_id"])
     train, val = sorted(by_split.get("train", [])), sorted(by_split.get("val", []))
     monitored = len(train) if monitor_scenes == 0 else min(monitor_scenes, len(train))
+    watched = len(val) if val_scenes == 0 else min(val_scenes, len(val))
     out = [
         "## 5. Splits",
         "",
         f"- Trained on the `train` split: {len(train)} scenes (pseudo-mask quality monitored on the first {monitored}).",
         f"- Evaluated on {len(evaluated)} scenes (the submission's scene files): {', '.join(evaluated) or DASH}.",
+        f"- Evaluations during training score the first {watched} of the {len(val)} `val` scenes (`train.val_scenes`).",
     ]
     missing = sorted(set(val) - set(evaluated))
     if missing:
@@ -972,7 +976,12 @@ def build_report(paths: ReportPaths, params: dict[str, Any], env: Mapping[str, s
         experiments_section(runs, store_note, (run_info or {}).get("run_id")),
         pseudo_quality_section(labelled_evaluations(summary, history), mode),
         dataset_section(scenes, stats, class_set),
-        splits_section(scenes, evaluated, int(train_params.get("monitor_scenes", 0))),
+        splits_section(
+            scenes,
+            evaluated,
+            int(train_params.get("monitor_scenes", 0)),
+            int(train_params.get("val_scenes", 0)),
+        ),
         provenance_section(prov, params, paths.params.name),
         figures_section(drawn, notes),
     ]

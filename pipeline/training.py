@@ -24,8 +24,10 @@ the same for the same params): `epoch_seconds` per epoch, `train_seconds` (the e
 two_stage mode the labeler's epochs `labeler_seconds` and the labelling `labelling_seconds`) at
 the end; a resumed run counts what this process trained.
 
-Evaluation epochs (`eval_every`): student (and teacher) val AP, and pseudo-mask quality on the
-first `monitor_scenes` training scenes. The best epoch by student val mAP is kept in
+Evaluation epochs (`eval_every`): student (and teacher) val AP on the first `val_scenes` val
+scenes, and pseudo-mask quality on the first `monitor_scenes` training scenes. They only monitor:
+the evaluate stage scores the whole val split, and with `headline: last` the trained weights are
+the same for any `eval_every`, `val_scenes` and `monitor_scenes`. The best epoch by student val mAP is kept in
 `<resume_dir>/best.pt`; which one becomes the deliverable is `headline` (last unless params say
 best), so the val split never picks the model silently.
 
@@ -97,6 +99,7 @@ class TrainConfig:
     checkpoint_every: int  # epochs between resume checkpoints
     eval_every: int  # epochs between evaluations (val AP, pseudo-mask quality); 0 = none
     monitor_scenes: int  # training scenes scored for pseudo-mask quality at each evaluation (0 = all)
+    val_scenes: int  # val scenes scored at each evaluation (0 = all; the evaluate stage scores all)
     headline: Literal["last", "best"]  # which evaluation epoch's student becomes the model
     ema: float  # EMA teacher rate a (beep3d mode)
     ema_warmup_steps: int  # EMA warm-up time constant (0 = plain EMA); see beep3d/model/ema.py
@@ -111,8 +114,10 @@ class TrainConfig:
             raise ValueError(f"train.ema must be in [0, 1), got {self.ema}")
         if self.epochs < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise ValueError("train.epochs, train.batch_size and train.checkpoint_every must be >= 1")
-        if self.eval_every < 0 or self.monitor_scenes < 0 or self.ema_warmup_steps < 0:
-            raise ValueError("train.eval_every, train.monitor_scenes and train.ema_warmup_steps must be >= 0")
+        if min(self.eval_every, self.monitor_scenes, self.val_scenes, self.ema_warmup_steps) < 0:
+            raise ValueError(
+                "train.eval_every, train.monitor_scenes, train.val_scenes and train.ema_warmup_steps must be >= 0"
+            )
         if self.headline == "best" and not self.eval_every:
             raise ValueError("train.headline 'best' needs evaluations: set train.eval_every > 0")
         if self.amp not in AMP_DTYPES:
@@ -222,7 +227,14 @@ class TrainingRun:
         # Only then (and only on rank 0, which evaluates) are the val split and the monitored
         # training scenes needed.
         if self.evaluates and ranks.is_main:
-            val_set = SceneDataset(processed_dir, "val", cfg.data_loader, with_ground_truth=True, train=False)
+            val_set = SceneDataset(
+                processed_dir,
+                "val",
+                cfg.data_loader,
+                with_ground_truth=True,
+                train=False,
+                max_scenes=t.val_scenes,
+            )
             self.val_loader = make_loader(
                 val_set, 1, shuffle=False, seed=t.seed, num_workers=t.loader_workers
             )

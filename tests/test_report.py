@@ -247,6 +247,7 @@ def test_report_has_every_section_figure_and_table(tmp_path: Path, processed: Pa
     # 5. splits, 6. provenance (no git repository here), 7. figures
     assert "Trained on the `train` split: 3 scenes (pseudo-mask quality monitored on the first 2)" in text
     assert "Evaluated on 1 scenes (the submission's scene files): scene_v." in text
+    assert "Evaluations during training score the first 1 of the 1 `val` scenes (`train.val_scenes`)." in text
     assert "Split guard: passed" in text
     assert "## 6. Provenance" in text
     assert "DVC experiment: `exp-tiny`" in text

@@ -1,17 +1,20 @@
-"""Training on data without a val split (a local folder of training scenes only)."""
+"""Training on data without a val split (a local folder of training scenes only), and on a val
+split of which the in-training evaluations score only the first `train.val_scenes`."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 from click.testing import CliRunner
-from test_dataset import default_scenes, write_processed
+from test_dataset import default_scenes, make_scene, write_processed
 from test_student_teacher import tiny_run_config
 
 from beep3d.data.dataset import split_sizes
-from pipeline.training import build_model, save_model, train
+from pipeline.training import TrainingRun, build_model, save_model, train
 from stages import evaluate as evaluate_stage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,3 +46,20 @@ def test_val_only_data_evaluates_an_existing_model(tmp_path: Path) -> None:
     result = CliRunner().invoke(evaluate_stage.main, args)
     assert result.exit_code == 0, result.output
     assert json.loads(metrics.read_text())["val"]["n_scenes"] == 1
+
+
+@pytest.mark.parametrize(
+    ("val_scenes", "scored"), [(0, ["scene_v", "scene_w"]), (1, ["scene_v"]), (5, ["scene_v", "scene_w"])]
+)
+def test_in_training_evaluations_score_the_first_val_scenes(
+    tmp_path: Path, val_scenes: int, scored: list[str]
+) -> None:
+    scenes = {**default_scenes(), "scene_w": ("val", make_scene(np.random.default_rng(7), 2))}
+    processed = write_processed(tmp_path / "processed", scenes)
+    run = TrainingRun(tiny_run_config("beep3d", val_scenes=val_scenes), processed, torch.device("cpu"))
+    assert run.val_loader.dataset.scene_ids == scored
+
+
+def test_negative_val_scenes_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"train\.val_scenes"):
+        tiny_run_config("beep3d", val_scenes=-1)
