@@ -2,7 +2,8 @@
 
     python benchmarks/val_noise.py --data DIR --model beep3d/s0=runs/a/model.pt \\
         --model beep3d/s1=... --model box_heuristic/s0=... --model box_heuristic/s1=... \\
-        [--sizes 24,48,120] [--draws 400] [--out val_noise.json]
+        [--sizes 24,48,120] [--draws 400] [--pairs beep3d-box_heuristic,...] [--out val_noise.json] \\
+        [--markdown val_noise.md]
 
 A mode's val AP varies from seed to seed for two reasons: training (another seed is another
 model) and evaluation (a finite val split scores the same model with sampling error). More val
@@ -15,13 +16,20 @@ benchmark's size is chosen from figures:
   are the first 24 of a larger synthetic val split, since scene i is generated from (seed, i)):
   each model's mAP/AP50, each group's mean and seed std, and each pair of groups' per-member
   differences, mean, std and the 95 % t half-width: the smallest difference these seeds resolve;
+  the pooled seed std of the two groups and whether the mean difference exceeds twice it; the
+  ratio of the two groups' mean mAP;
 - the evaluation part at size n: the std, over `--draws` bootstrap draws of n scenes (with
   replacement, from all val scenes of DIR), of each paired difference, averaged over members;
 - the training part: the paired-difference variance at the largest size minus its evaluation
   part there; with both, the projected std of one paired difference at size n, and the number of
   seeds whose 95 % half-width reaches `--target` (0.02 AP50 by default).
 
-Generate the larger val split with the same `data.synthetic` params but a larger `n_val` (train
+`--markdown` writes the tables of the largest size (and the evaluation std of every size) as
+markdown, for the README. `--pairs` limits the pairs (the bootstrap costs a few seconds per pair,
+member and size).
+
+The default data has 120 val scenes (`data.synthetic.n_val`), so `--data data/processed` works.
+To score beyond them, generate a larger val split with the same `data.synthetic` params but a larger `n_val` (train
 scenes stay the same), preprocess it, and point --data at it; train the models on the default data.
 """
 
@@ -44,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from beep3d.data.dataset import DataConfig, SceneDataset, make_loader
 from beep3d.engine import InferenceConfig, iterate_predictions
 from beep3d.eval import Evaluator, SceneGT
+from beep3d.io import write_text_atomic
 from pipeline.config import build
 from pipeline.training import load_model
 
@@ -78,6 +87,17 @@ def half_width(sd: float, k: int) -> float:
     return float(stats.t.ppf(0.975, k - 1) * sd / math.sqrt(k)) if k > 1 else math.inf
 
 
+def pooled_std(a: list[float], b: list[float]) -> float | None:
+    """sqrt(((n_a - 1) s_a^2 + (n_b - 1) s_b^2) / (n_a + n_b - 2)): the seed std of one run of
+    either group; None under two runs in a group."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    var = ((len(a) - 1) * statistics.variance(a) + (len(b) - 1) * statistics.variance(b)) / (
+        len(a) + len(b) - 2
+    )
+    return math.sqrt(var)
+
+
 def seeds_needed(sd: float, target: float, k_max: int = 200) -> int | None:
     return next((k for k in range(2, k_max + 1) if half_width(sd, k) <= target), None)
 
@@ -90,7 +110,9 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=400, help="bootstrap draws per size")
     ap.add_argument("--target", type=float, default=0.02, help="AP50 difference to resolve")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pairs", default="", help="A-B,... pairs of groups to compare (default: all)")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--markdown", type=Path, default=None, help="write the tables as markdown")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -135,7 +157,10 @@ def main() -> None:
         for g, members in models.items()
     }
     out["pairs"] = {}
-    for a, b in combinations(models, 2):
+    pairs = [tuple(p.split("-", 1)) for p in args.pairs.split(",") if p] or list(combinations(models, 2))
+    for a, b in pairs:
+        if a not in models or b not in models:
+            ap.error(f"--pairs {a}-{b}: groups are {', '.join(models)}")
         common = sorted(set(models[a]) & set(models[b]))
         if not common:
             continue
@@ -154,12 +179,15 @@ def main() -> None:
                     )
                     for m in common
                 ]
+                values = {g: [out["models"][f"{g}/{m}"][str(n)][metric] for m in models[g]] for g in (a, b)}
                 row[metric] = {
                     "diffs": diffs,
                     "mean": statistics.mean(diffs),
                     "std": sd,
                     "half_width_95": half_width(sd, len(diffs)) if sd is not None else None,
                     "evaluation_std": statistics.mean(boot),
+                    "pooled_std": pooled_std(values[a], values[b]),
+                    "ratio_of_means": statistics.mean(values[a]) / statistics.mean(values[b]),
                 }
             pair[str(n)] = row
         # Training part from the largest size, where evaluation noise is smallest.
@@ -177,7 +205,63 @@ def main() -> None:
         out["pairs"][f"{a} - {b}"] = pair
     print(json.dumps(out, indent=1))
     if args.out:
-        args.out.write_text(json.dumps(out, indent=1))
+        write_text_atomic(args.out, json.dumps(out, indent=1))
+    if args.markdown:
+        write_text_atomic(args.markdown, markdown(out))
+
+
+def _f(x: float | None, signed: bool = False) -> str:
+    return "–" if x is None else (f"{x:+.3f}" if signed else f"{x:.3f}")
+
+
+def markdown(out: dict) -> str:
+    """The largest size's groups and pairs, and every size's evaluation std, as markdown tables."""
+    n = str(out["sizes"][-1])
+    lines = [
+        f"Val split: the first {n} of {out['val_scenes']} val scenes; mean ± sample std over the members.",
+        "",
+    ]
+    lines += ["| group | members | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
+    for g, by_size in out["groups"].items():
+        members = [k.split("/", 1)[1] for k in out["models"] if k.split("/", 1)[0] == g]
+        cells = []
+        for metric in METRICS:
+            per = ", ".join(f"{out['models'][f'{g}/{m}'][n][metric]:.3f}" for m in members)
+            std = by_size[n][metric]["std"]
+            cells.append(f"{by_size[n][metric]['mean']:.3f} ± {_f(std)} ({per})")
+        lines.append(f"| {g} | {', '.join(members)} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Paired on the member: A − B per member, mean ± std, the 95 % t half-width of the mean (resolved "
+        "when it is below |mean|), the pooled seed std of A and B (and whether |mean| > 2 × it), and "
+        "mean(A) / mean(B).",
+        "",
+        "| A − B | metric | per member | mean ± std | half-width | resolved | pooled std | > 2 × pooled | A / B |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, pair in out["pairs"].items():
+        for metric in METRICS:
+            r = pair[n][metric]
+            hw, pooled = r["half_width_95"], r["pooled_std"]
+            lines.append(
+                f"| {name} | {metric} | {', '.join(f'{d:+.3f}' for d in r['diffs'])} | "
+                f"{_f(r['mean'], True)} ± {_f(r['std'])} | {_f(hw)} | "
+                f"{'–' if hw is None else ('yes' if abs(r['mean']) > hw else 'no')} | {_f(pooled)} | "
+                f"{'–' if pooled is None else ('yes' if abs(r['mean']) > 2 * pooled else 'no')} | "
+                f"{r['ratio_of_means']:.3f} |"
+            )
+    lines += [
+        "",
+        "Evaluation part of one paired difference's std (bootstrap over val scenes), by val size:",
+        "",
+        "| A − B | metric | " + " | ".join(f"{s} scenes" for s in out["sizes"]) + " |",
+        "|---|---|" + "---|" * len(out["sizes"]),
+    ]
+    for name, pair in out["pairs"].items():
+        for metric in METRICS:
+            cells = " | ".join(f"{pair[str(s)][metric]['evaluation_std']:.3f}" for s in out["sizes"])
+            lines.append(f"| {name} | {metric} | {cells} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -1,0 +1,64 @@
+"""benchmarks/val_noise.py: the pooled seed std and the markdown comparison the README quotes."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from val_noise import markdown, pooled_std
+
+
+def test_pooled_std_weights_each_group_by_its_degrees_of_freedom() -> None:
+    assert pooled_std([1.0, 2.0, 3.0], [2.0, 4.0, 6.0]) == pytest.approx(math.sqrt((2 * 1.0 + 2 * 4.0) / 4))
+    assert pooled_std([1.0, 2.0], [0.0, 0.0, 0.0, 3.0]) == pytest.approx(math.sqrt((0.5 + 3 * 2.25) / 4))
+    assert pooled_std([1.0], [1.0, 2.0]) is None
+
+
+def _pair_row(diffs: list[float], half: float, pooled: float, ratio: float) -> dict:
+    return {
+        "diffs": diffs,
+        "mean": sum(diffs) / len(diffs),
+        "std": 0.01,
+        "half_width_95": half,
+        "evaluation_std": 0.02,
+        "pooled_std": pooled,
+        "ratio_of_means": ratio,
+    }
+
+
+def test_markdown_says_what_is_resolved_and_what_clears_twice_the_pooled_std() -> None:
+    models = {
+        "a/s0": {"120": {"mAP": 0.30, "AP50": 0.50}},
+        "a/s1": {"120": {"mAP": 0.32, "AP50": 0.52}},
+        "b/s0": {"120": {"mAP": 0.20, "AP50": 0.49}},
+        "b/s1": {"120": {"mAP": 0.22, "AP50": 0.51}},
+    }
+    out = {
+        "val_scenes": 120,
+        "sizes": [120],
+        "models": models,
+        "groups": {
+            g: {"120": {m: {"mean": 0.31 if g == "a" else 0.21, "std": 0.014} for m in ("mAP", "AP50")}}
+            for g in ("a", "b")
+        },
+        "pairs": {
+            "a - b": {
+                "members": ["s0", "s1"],
+                # mAP: +0.10 beats both the half-width and twice the pooled std; AP50: +0.01 neither.
+                "120": {
+                    "mAP": _pair_row([0.10, 0.10], half=0.05, pooled=0.014, ratio=0.31 / 0.21),
+                    "AP50": _pair_row([0.01, 0.01], half=0.05, pooled=0.014, ratio=0.51 / 0.50),
+                },
+            }
+        },
+    }
+    text = markdown(out)
+    assert "| a | s0, s1 | 0.310 ± 0.014 (0.300, 0.320) | 0.310 ± 0.014 (0.500, 0.520) |" in text
+    assert "| a - b | mAP | +0.100, +0.100 | +0.100 ± 0.010 | 0.050 | yes | 0.014 | yes | 1.476 |" in text
+    assert "| a - b | AP50 | +0.010, +0.010 | +0.010 ± 0.010 | 0.050 | no | 0.014 | no | 1.020 |" in text
+    assert "| a - b | mAP | 0.020 |" in text
