@@ -53,6 +53,7 @@ from beep3d.data.dataset import DataConfig, SceneDataset, make_loader
 from beep3d.engine import InferenceConfig, iterate_predictions
 from beep3d.eval import Evaluator, SceneGT
 from beep3d.io import write_text_atomic
+from pipeline.compare import pooled_std
 from pipeline.config import build
 from pipeline.training import load_model
 
@@ -85,17 +86,6 @@ def score(parts: list[Evaluator], picks: np.ndarray | range) -> dict[str, float]
 def half_width(sd: float, k: int) -> float:
     """95 % two-sided t half-width of a mean of k paired differences with std sd."""
     return float(stats.t.ppf(0.975, k - 1) * sd / math.sqrt(k)) if k > 1 else math.inf
-
-
-def pooled_std(a: list[float], b: list[float]) -> float | None:
-    """sqrt(((n_a - 1) s_a^2 + (n_b - 1) s_b^2) / (n_a + n_b - 2)): the seed std of one run of
-    either group; None under two runs in a group."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    var = ((len(a) - 1) * statistics.variance(a) + (len(b) - 1) * statistics.variance(b)) / (
-        len(a) + len(b) - 2
-    )
-    return math.sqrt(var)
 
 
 def seeds_needed(sd: float, target: float, k_max: int = 200) -> int | None:
@@ -186,7 +176,7 @@ def main() -> None:
                     "std": sd,
                     "half_width_95": half_width(sd, len(diffs)) if sd is not None else None,
                     "evaluation_std": statistics.mean(boot),
-                    "pooled_std": pooled_std(values[a], values[b]),
+                    "pooled_std": None if math.isnan(p := pooled_std(values[a], values[b])) else p,
                     "ratio_of_means": statistics.mean(values[a]) / statistics.mean(values[b]),
                 }
             pair[str(n)] = row

@@ -1,22 +1,13 @@
-"""benchmarks/val_noise.py: the pooled seed std and the markdown comparison the README quotes."""
+"""benchmarks/val_noise.py: the markdown comparison the README quotes."""
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from val_noise import markdown, pooled_std
-
-
-def test_pooled_std_weights_each_group_by_its_degrees_of_freedom() -> None:
-    assert pooled_std([1.0, 2.0, 3.0], [2.0, 4.0, 6.0]) == pytest.approx(math.sqrt((2 * 1.0 + 2 * 4.0) / 4))
-    assert pooled_std([1.0, 2.0], [0.0, 0.0, 0.0, 3.0]) == pytest.approx(math.sqrt((0.5 + 3 * 2.25) / 4))
-    assert pooled_std([1.0], [1.0, 2.0]) is None
+from val_noise import markdown
 
 
 def _pair_row(diffs: list[float], half: float, pooled: float, ratio: float) -> dict:
