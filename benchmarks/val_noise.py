@@ -146,6 +146,16 @@ def main() -> None:
         }
         for g, members in models.items()
     }
+    boot_scores: dict[tuple[str, str, int], list[dict[str, float]]] = {}
+
+    def drawn(group: str, member: str, n: int) -> list[dict[str, float]]:
+        """The model's scores on every bootstrap draw of n scenes, computed once (a model takes
+        part in several pairs, and each draw scores both metrics)."""
+        key = (group, member, n)
+        if key not in boot_scores:
+            boot_scores[key] = [score(models[group][member], d) for d in draws[n]]
+        return boot_scores[key]
+
     out["pairs"] = {}
     pairs = [tuple(p.split("-", 1)) for p in args.pairs.split(",") if p] or list(combinations(models, 2))
     for a, b in pairs:
@@ -165,7 +175,7 @@ def main() -> None:
                 sd = statistics.stdev(diffs) if len(diffs) > 1 else None
                 boot = [
                     statistics.stdev(
-                        [score(models[a][m], d)[metric] - score(models[b][m], d)[metric] for d in draws[n]]
+                        [x[metric] - y[metric] for x, y in zip(drawn(a, m, n), drawn(b, m, n), strict=True)]
                     )
                     for m in common
                 ]
