@@ -17,7 +17,7 @@ benchmark's size is chosen from figures:
   each model's mAP/AP50, each group's mean and seed std, and each pair of groups' per-member
   differences, mean, std and the 95 % t half-width: the smallest difference these seeds resolve;
   the pooled seed std of the two groups and whether the mean difference exceeds twice it; the
-  ratio of the two groups' mean mAP;
+  ratio of the two groups' mean mAP; per-class AP of every model on the whole split;
 - the evaluation part at size n: the std, over `--draws` bootstrap draws of n scenes (with
   replacement, from all val scenes of DIR), of each paired difference, averaged over members;
 - the training part: the paired-difference variance at the largest size minus its evaluation
@@ -128,6 +128,16 @@ def main() -> None:
     out: dict = {"val_scenes": n_all, "sizes": sizes, "draws": args.draws, "target_AP50": args.target}
     out["models"] = {
         f"{g}/{m}": {str(n): score(parts, range(n)) for n in sizes}
+        for g, members in models.items()
+        for m, parts in members.items()
+    }
+    # Per-class AP (mean over the 9 IoU thresholds) on the whole split: where the modes differ.
+    out["per_class_AP"] = {
+        f"{g}/{m}": {
+            name: c["AP"]
+            for name, c in Evaluator.combined(parts).result()["per_class"].items()
+            if not math.isnan(c["AP"])
+        }
         for g, members in models.items()
         for m, parts in members.items()
     }
@@ -250,6 +260,23 @@ def markdown(out: dict) -> str:
                 f"{'–' if pooled is None else ('yes' if abs(r['mean']) > 2 * pooled else 'no')} | "
                 f"{r['ratio_of_means']:.3f} |"
             )
+    per_class = out.get("per_class_AP")
+    if per_class:
+        groups = list(out["groups"])
+        classes = sorted({c for scores in per_class.values() for c in scores})
+        lines += [
+            "",
+            f"Per-class AP on all {out['val_scenes']} val scenes, mean over each group's members:",
+            "",
+            "| class | " + " | ".join(groups) + " |",
+            "|---|" + "---|" * len(groups),
+        ]
+        for c in classes:
+            cells = []
+            for g in groups:
+                v = [scores[c] for k, scores in per_class.items() if k.split("/", 1)[0] == g and c in scores]
+                cells.append(f"{statistics.mean(v):.3f}" if v else "–")
+            lines.append(f"| {c} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Evaluation part of one paired difference's std (bootstrap over val scenes), by val size:",

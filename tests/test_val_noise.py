@@ -48,8 +48,10 @@ def test_markdown_says_what_is_resolved_and_what_clears_twice_the_pooled_std() -
             }
         },
     }
+    out["per_class_AP"] = {"a/s0": {"chair": 0.5}, "a/s1": {"chair": 0.7}, "b/s0": {"chair": 0.2}, "b/s1": {}}
     text = markdown(out)
     assert "| a | s0, s1 | 0.310 ± 0.014 (0.300, 0.320) | 0.310 ± 0.014 (0.500, 0.520) |" in text
     assert "| a - b | mAP | +0.100, +0.100 | +0.100 ± 0.010 | 0.050 | yes | 0.014 | yes | 1.476 |" in text
     assert "| a - b | AP50 | +0.010, +0.010 | +0.010 ± 0.010 | 0.050 | no | 0.014 | no | 1.020 |" in text
     assert "| a - b | mAP | 0.020 |" in text
+    assert "| chair | 0.600 | 0.200 |" in text
