@@ -29,8 +29,9 @@ markdown, for the README. `--pairs` limits the pairs (the bootstrap costs a few 
 member and size).
 
 The default data has 120 val scenes (`data.synthetic.n_val`), so `--data data/processed` works.
-To score beyond them, generate a larger val split with the same `data.synthetic` params but a larger `n_val` (train
-scenes stay the same), preprocess it, and point --data at it; train the models on the default data.
+To score beyond them, generate a larger val split with the same `data.synthetic` params but a
+larger `n_val` (train scenes stay the same), preprocess it, and point --data at it; train the
+models on the default data.
 """
 
 from __future__ import annotations

@@ -27,9 +27,9 @@ the end; a resumed run counts what this process trained.
 Evaluation epochs (`eval_every`): student (and teacher) val AP on the first `val_scenes` val
 scenes, and pseudo-mask quality on the first `monitor_scenes` training scenes. They only monitor:
 the evaluate stage scores the whole val split, and with `headline: last` the trained weights are
-the same for any `eval_every`, `val_scenes` and `monitor_scenes`. The best epoch by student val mAP is kept in
-`<resume_dir>/best.pt`; which one becomes the deliverable is `headline` (last unless params say
-best), so the val split never picks the model silently.
+the same for any `eval_every`, `val_scenes` and `monitor_scenes`. The best epoch by student val
+mAP is kept in `<resume_dir>/best.pt`; which one becomes the deliverable is `headline` (last
+unless params say best), so the val split never picks the model silently.
 
 Distributed (torchrun, pipeline/distributed.py): `train.batch_size` stays the number of scenes per
 optimiser step; each rank takes its share of every batch, and the step computes batch norm and
