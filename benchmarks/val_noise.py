@@ -225,6 +225,11 @@ def _f(x: float | None, signed: bool = False) -> str:
     return "–" if x is None else (f"{x:+.3f}" if signed else f"{x:.3f}")
 
 
+def members_of(out: dict, group: str) -> list[str]:
+    """The member names of `group`, in the order `out["models"]` ("GROUP/MEMBER" keys) holds them."""
+    return [key.split("/", 1)[1] for key in out["models"] if key.split("/", 1)[0] == group]
+
+
 def markdown(out: dict) -> str:
     """The largest size's groups and pairs, and every size's evaluation std, as markdown tables."""
     n = str(out["sizes"][-1])
@@ -234,7 +239,7 @@ def markdown(out: dict) -> str:
     ]
     lines += ["| group | members | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
     for g, by_size in out["groups"].items():
-        members = [k.split("/", 1)[1] for k in out["models"] if k.split("/", 1)[0] == g]
+        members = members_of(out, g)
         cells = []
         for metric in METRICS:
             per = ", ".join(f"{out['models'][f'{g}/{m}'][n][metric]:.3f}" for m in members)
@@ -275,7 +280,7 @@ def markdown(out: dict) -> str:
         for c in classes:
             cells = []
             for g in groups:
-                v = [scores[c] for k, scores in per_class.items() if k.split("/", 1)[0] == g and c in scores]
+                v = [per_class[f"{g}/{m}"][c] for m in members_of(out, g) if c in per_class[f"{g}/{m}"]]
                 cells.append(f"{statistics.mean(v):.3f}" if v else "–")
             lines.append(f"| {c} | " + " | ".join(cells) + " |")
     lines += [

@@ -563,21 +563,25 @@ def check_splits(train_ids: Iterable[str], evaluated_ids: Iterable[str]) -> None
         )
 
 
+def first_n(limit: int, total: int) -> int:
+    """How many of `total` scenes a "the first N (0 = all)" param such as `train.monitor_scenes` takes."""
+    return total if limit == 0 else min(limit, total)
+
+
 def splits_section(
-    scenes: list[dict[str, Any]], evaluated: Sequence[str], monitor_scenes: int, val_scenes: int = 0
+    scenes: list[dict[str, Any]], evaluated: Sequence[str], monitor_scenes: int, val_scenes: int
 ) -> str:
     by_split: dict[str, list[str]] = {}
     for s in scenes:
         by_split.setdefault(s["split"], []).append(s["scene_id"])
     train, val = sorted(by_split.get("train", [])), sorted(by_split.get("val", []))
-    monitored = len(train) if monitor_scenes == 0 else min(monitor_scenes, len(train))
-    watched = len(val) if val_scenes == 0 else min(val_scenes, len(val))
     out = [
         "## 5. Splits",
         "",
-        f"- Trained on the `train` split: {len(train)} scenes (pseudo-mask quality monitored on the first {monitored}).",
+        f"- Trained on the `train` split: {len(train)} scenes (pseudo-mask quality monitored on the first {first_n(monitor_scenes, len(train))}).",
         f"- Evaluated on {len(evaluated)} scenes (the submission's scene files): {', '.join(evaluated) or DASH}.",
-        f"- Evaluations during training score the first {watched} of the {len(val)} `val` scenes (`train.val_scenes`).",
+        f"- Evaluations during training score the first {first_n(val_scenes, len(val))} of the {len(val)} `val` "
+        "scenes (`train.val_scenes`).",
     ]
     missing = sorted(set(val) - set(evaluated))
     if missing:

@@ -180,35 +180,33 @@ def main(
         click.echo(f"train failed: {err}", err=True)
         sys.exit(1)
     outputs = (Path(model_path), Path(resume_dir), Path(history_path), Path(summary_path))
+    sink = None
     if tracker is not None:
         assert tracker.run is not None and key is not None
         tracker.set_tags({"world_size": str(ranks.world_size)})
         # Written first: even a failed or killed training leads to its (FAILED/KILLED) run.
         write_json_atomic(Path(run_info_path), key.to_json())
         click.echo(f"MLflow run {tracker.run.run_id} ({tracker.run.run_name}) in {tracker.tracking_uri}")
+        sink = tracker.log_metrics
+    # Leaving the tracker's block by an exception (sys.exit included) ends the run FAILED or KILLED.
     with tracker if tracker is not None else nullcontext():
         try:
             result = train(
                 cfg, Path(data_dir), Path(resume_dir), log=click.echo, progress=progress,
-                metrics_sink=tracker.log_metrics if tracker is not None else None, ranks=ranks,
+                metrics_sink=sink, ranks=ranks,
             )  # fmt: skip
         except (ConfigError, DataError, CheckpointError) as err:
             click.echo(f"train failed: {err}", err=True)
-            if tracker is not None:
-                tracker.end("FAILED")
             sys.exit(1)
         files = write_outputs(result, cfg, *outputs)
         if tracker is not None:
             log_outcome(tracker, result, cfg, files)
     distributed.stop()
-    if tracker is None:
-        click.echo(f"train done (not tracked) -> {model_path}")
-        return
-    if tracker.dropped:
+    if tracker is not None and tracker.dropped:
         click.echo(
             f"warning: {tracker.dropped} MLflow calls failed; the run in {tracker.tracking_uri} is incomplete"
         )
-    click.echo(f"train done -> {model_path}")
+    click.echo(f"train done{'' if tracker is not None else ' (not tracked)'} -> {model_path}")
 
 
 if __name__ == "__main__":

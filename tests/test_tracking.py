@@ -12,6 +12,7 @@ import math
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -224,8 +225,13 @@ def test_exit_with_an_exception_marks_the_run_failed(project: Path):
     with pytest.raises(KeyboardInterrupt), make_tracker(project, "exit") as tracker:
         killed = tracker.start(None, {}, {})
         raise KeyboardInterrupt
+    # The train stage's sys.exit(1) on a training error leaves through the same path.
+    with pytest.raises(SystemExit), make_tracker(project, "exit") as tracker:
+        exited = tracker.start(None, {}, {})
+        sys.exit(1)
     assert client.get_run(failed.run_id).info.status == "FAILED"
     assert client.get_run(killed.run_id).info.status == "KILLED"
+    assert client.get_run(exited.run_id).info.status == "FAILED"
 
 
 def test_calls_outside_a_started_run_are_refused(project: Path):
