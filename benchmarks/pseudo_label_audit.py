@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/pseudo_label_audit.py [--data data/processed] [--params params.yaml]
         [--scenes 24] [--superpoints dataset|computed] [--model checkpoints/export/last_teacher.pt]
+        [--per-class] [--markdown label_errors.md]
 
 Reads the first `--scenes` training scenes with their ground truth (monitoring only: nothing here
 trains) and prints:
@@ -17,6 +18,11 @@ trains) and prints:
    inside >= 2 object boxes), weighted by points. A learned labeler earns its place where it beats
    the prior there, and where the model disagrees with the prior, how often the prior is wrong
    (whether the model could flag the prior's mistakes).
+3. With `--per-class`: per benchmark class, what the classic heuristic and the configured box prior
+   get wrong, as shares of the class's true points: the points they miss, and the extra points they
+   add, split by whose points those are: unannotated points, another instance that has a box, or
+   an instance of a class without boxes (books on a shelf, pillows on a bed: no box rule can take
+   those away from the box they lie in). `--markdown` writes that table (atomically).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import yaml
 
 from beep3d.data.dataset import DataConfig, SceneDataset, make_loader
 from beep3d.eval.pseudo_masks import instance_ious
+from beep3d.io import write_text_atomic
 from beep3d.loss.criterion import Criterion, CriterionConfig
 from beep3d.loss.targets import (
     BACKGROUND,
@@ -50,6 +57,65 @@ RULES = {  # name -> (containment, objects_first)
     "containment 0.9 + objects first": (0.9, True),
     "containment 0.8 + objects first": (0.8, True),
 }
+
+
+# Point counts per class of `label_error_counts`, summed over the class's boxes.
+ERROR_COLUMNS = ("truth", "kept", "missed", "extra_unannotated", "extra_boxed", "extra_boxless")
+
+
+def label_error_counts(
+    assigned: torch.Tensor, instance: torch.Tensor, supervision: dict[str, torch.Tensor]
+) -> dict[int, np.ndarray]:
+    """Per class index, the `ERROR_COLUMNS` point counts of one scene's object boxes.
+
+    For object box k (its box id is its instance's id): truth = the instance's points; kept = those
+    assigned to k; missed = truth - kept; and the points assigned to k that are not the instance's,
+    by owner: unannotated (instance id <= 0), an instance with a box (any box, wall/floor included),
+    or an instance without one (a class the boxes leave out).
+    """
+    boxed = supervision["box_id"].to(torch.int64)
+    has_box = torch.isin(instance, boxed)
+    counts: dict[int, np.ndarray] = {}
+    for k in object_boxes(supervision).tolist():
+        pred, truth = assigned == k, instance == int(boxed[k])
+        extra = pred & ~truth
+        row = np.array(
+            [
+                int(truth.sum()),
+                int((pred & truth).sum()),
+                int((truth & ~pred).sum()),
+                int((extra & (instance <= 0)).sum()),
+                int((extra & (instance > 0) & has_box).sum()),
+                int((extra & (instance > 0) & ~has_box).sum()),
+            ],
+            dtype=np.int64,
+        )
+        cls = int(supervision["box_label"][k])
+        counts[cls] = counts.get(cls, 0) + row
+    return counts
+
+
+def per_class_table(counts: dict[str, dict[int, np.ndarray]], class_names: tuple[str, ...]) -> str:
+    """Markdown, a row per class, each cell one value per rule ("a / b" in `counts` order): IoU
+    over the class's points (kept / (truth + extra)), then each error as a share of the true points."""
+    rules = list(counts)
+    columns = ("IoU", "missed", "+ unannotated", "+ instances with a box", "+ instances without a box")
+    lines = [
+        f"Each cell: {' / '.join(rules)}.",
+        "",
+        "| class | true points | " + " | ".join(columns) + " |",
+        "|---|---:|" + "---|" * len(columns),
+    ]
+    empty = np.zeros(len(ERROR_COLUMNS), np.int64)
+    for cls, name in enumerate(class_names):
+        rows = [counts[rule].get(cls, empty) for rule in rules]
+        truth = int(rows[0][0])
+        if truth == 0:
+            continue
+        values = [[row[1] / (truth + row[3:].sum())] + [v / truth for v in row[2:]] for row in rows]
+        cells = [" / ".join(f"{v[c]:.3f}" for v in values) for c in range(len(columns))]
+        lines.append(f"| {name} | {truth} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def superpoint_decisions(
@@ -83,6 +149,8 @@ def main() -> None:
     ap.add_argument("--scenes", type=int, default=24)
     ap.add_argument("--superpoints", choices=("dataset", "computed"), default=None)
     ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--per-class", action="store_true", help="per-class error breakdown of the box rules")
+    ap.add_argument("--markdown", type=Path, default=None, help="write the per-class table as markdown")
     args = ap.parse_args()
     torch.set_num_threads(1)
     params = yaml.safe_load(args.params.read_text())
@@ -103,6 +171,11 @@ def main() -> None:
     if model is not None:
         ious["model's box queries (configured prior + vote)"] = ([], [])
     decisions: list = []
+    per_class_rules = {  # name -> (containment, objects_first)
+        "box heuristic": RULES["box heuristic (classic)"],
+        "box prior": (cfg.prior_containment, cfg.prior_objects_first),
+    }
+    class_counts: dict[str, dict[int, np.ndarray]] = {name: {} for name in per_class_rules}
     for batch in make_loader(dataset, 1, shuffle=False, seed=0, num_workers=0):
         sup, gt = batch["supervision"][0], batch["ground_truth"][0]
         instance = gt["instance"].to(torch.int64)
@@ -118,6 +191,12 @@ def main() -> None:
             all_ious, amb_ious = instance_ious(assigned, instance, sup, ambiguous)
             ious[name][0].extend(all_ious)
             ious[name][1].extend(amb_ious)
+        if args.per_class or args.markdown:
+            for name, rule in per_class_rules.items():
+                for cls, row in label_error_counts(
+                    box_heuristic_assignment(sup, *rule), instance, sup
+                ).items():
+                    class_counts[name][cls] = class_counts[name].get(cls, 0) + row
 
     print(f"{len(dataset)} training scenes, {data_cfg.superpoints} superpoints; mean instance IoU")
     print(f"{'labels':52s} {'all points':>10s} {'ambiguous':>10s}")
@@ -143,6 +222,15 @@ def main() -> None:
                 print(
                     f"where the model {name} with the prior ({int(w.sum())} points): the prior is wrong on {wrong:.3f}"
                 )
+
+    if args.per_class or args.markdown:
+        table = per_class_table(class_counts, dataset.class_set.instance_names)
+        print(
+            f"\nPer class over {len(dataset)} training scenes: IoU over the class's points, then missed "
+            "points and extra points by owner, as shares of the class's true points\n" + table
+        )
+        if args.markdown:
+            write_text_atomic(args.markdown, table)
 
 
 if __name__ == "__main__":
