@@ -3,7 +3,7 @@
     python benchmarks/val_noise.py --data DIR --model beep3d/s0=runs/a/model.pt \\
         --model beep3d/s1=... --model box_heuristic/s0=... --model box_heuristic/s1=... \\
         [--sizes 24,48,120] [--draws 400] [--pairs beep3d-box_heuristic,...] [--out val_noise.json] \\
-        [--markdown val_noise.md]
+        [--markdown val_noise.md] [--without bed,bookshelf,...]
 
 A mode's val AP varies from seed to seed for two reasons: training (another seed is another
 model) and evaluation (a finite val split scores the same model with sampling error). More val
@@ -23,6 +23,10 @@ benchmark's size is chosen from figures:
 - the training part: the paired-difference variance at the largest size minus its evaluation
   part there; with both, the projected std of one paired difference at size n, and the number of
   seeds whose 95 % half-width reaches `--target` (0.02 AP50 by default).
+
+`--without CLASS,...` adds the mAP over the other classes (from the per-class AP), paired the same
+way: whether a difference between modes lives in a few classes (those whose boxes hold items no box
+names, `benchmarks/pseudo_label_audit.py --per-class`) or in all of them.
 
 `--markdown` writes the tables of the largest size (and the evaluation std of every size) as
 markdown, for the README. `--pairs` limits the pairs (the bootstrap costs a few seconds per pair,
@@ -102,6 +106,9 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.02, help="AP50 difference to resolve")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pairs", default="", help="A-B,... pairs of groups to compare (default: all)")
+    ap.add_argument(
+        "--without", default="", help="CLASS,...: also compare mAP over the other classes (per-class AP)"
+    )
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--markdown", type=Path, default=None, help="write the tables as markdown")
     args = ap.parse_args()
@@ -179,27 +186,16 @@ def main() -> None:
         for n in sizes:
             row: dict = {}
             for metric in METRICS:
-                diffs = [
-                    out["models"][f"{a}/{m}"][str(n)][metric] - out["models"][f"{b}/{m}"][str(n)][metric]
-                    for m in common
-                ]
-                sd = statistics.stdev(diffs) if len(diffs) > 1 else None
                 boot = [
                     statistics.stdev(
                         [x[metric] - y[metric] for x, y in zip(drawn(a, m, n), drawn(b, m, n), strict=True)]
                     )
                     for m in common
                 ]
-                values = {g: [out["models"][f"{g}/{m}"][str(n)][metric] for m in models[g]] for g in (a, b)}
-                row[metric] = {
-                    "diffs": diffs,
-                    "mean": statistics.mean(diffs),
-                    "std": sd,
-                    "half_width_95": half_width(sd, len(diffs)) if sd is not None else None,
-                    "evaluation_std": statistics.mean(boot),
-                    "pooled_std": None if math.isnan(p := pooled_std(values[a], values[b])) else p,
-                    "ratio_of_means": statistics.mean(values[a]) / statistics.mean(values[b]),
+                values = {
+                    g: {m: out["models"][f"{g}/{m}"][str(n)][metric] for m in models[g]} for g in (a, b)
                 }
+                row[metric] = paired_row(values[a], values[b]) | {"evaluation_std": statistics.mean(boot)}
             pair[str(n)] = row
         # Training part from the largest size, where evaluation noise is smallest.
         big = pair[str(sizes[-1])]["AP50"]
@@ -214,11 +210,50 @@ def main() -> None:
                 for n in sizes
             }
         out["pairs"][f"{a} - {b}"] = pair
+    if args.without:
+        out["without"] = without_classes(
+            out, [c.strip() for c in args.without.split(",")], list(out["pairs"])
+        )
     print(json.dumps(out, indent=1))
     if args.out:
         write_text_atomic(args.out, json.dumps(out, indent=1))
     if args.markdown:
         write_text_atomic(args.markdown, markdown(out))
+
+
+def paired_row(a: dict[str, float], b: dict[str, float]) -> dict:
+    """Groups A and B (member -> value): A − B on the members both have (per member, mean, std,
+    95 % half-width), the pooled seed std over all members of each, and mean(A) / mean(B)."""
+    diffs = [a[m] - b[m] for m in sorted(set(a) & set(b))]
+    sd = statistics.stdev(diffs) if len(diffs) > 1 else None
+    pooled = pooled_std(list(a.values()), list(b.values()))
+    return {
+        "diffs": diffs,
+        "mean": statistics.mean(diffs),
+        "std": sd,
+        "half_width_95": half_width(sd, len(diffs)) if sd is not None else None,
+        "pooled_std": None if math.isnan(pooled) else pooled,
+        "ratio_of_means": statistics.mean(a.values()) / statistics.mean(b.values()),
+    }
+
+
+def without_classes(out: dict, classes: list[str], pairs: list[str]) -> dict:
+    """mAP over every class but `classes` (the mean of each model's per-class AP on the whole
+    split), per group and for each pair "A - B": where the modes differ once those classes are set
+    aside."""
+    unknown = set(classes) - {c for scores in out["per_class_AP"].values() for c in scores}
+    if unknown:
+        raise SystemExit(f"--without: no per-class AP for {', '.join(sorted(unknown))}")
+    models = {
+        key: statistics.mean(ap for c, ap in scores.items() if c not in classes)
+        for key, scores in out["per_class_AP"].items()
+    }
+    groups = {g: {m: models[f"{g}/{m}"] for m in members_of(out, g)} for g in out["groups"]}
+    return {
+        "classes": classes,
+        "models": models,
+        "pairs": {name: paired_row(*(groups[g] for g in name.split(" - "))) for name in pairs},
+    }
 
 
 def _f(x: float | None, signed: bool = False) -> str:
@@ -228,6 +263,17 @@ def _f(x: float | None, signed: bool = False) -> str:
 def members_of(out: dict, group: str) -> list[str]:
     """The member names of `group`, in the order `out["models"]` ("GROUP/MEMBER" keys) holds them."""
     return [key.split("/", 1)[1] for key in out["models"] if key.split("/", 1)[0] == group]
+
+
+def _pair_line(name: str, metric: str, r: dict) -> str:
+    hw, pooled = r["half_width_95"], r["pooled_std"]
+    return (
+        f"| {name} | {metric} | {', '.join(f'{d:+.3f}' for d in r['diffs'])} | "
+        f"{_f(r['mean'], True)} ± {_f(r['std'])} | {_f(hw)} | "
+        f"{'–' if hw is None else ('yes' if abs(r['mean']) > hw else 'no')} | {_f(pooled)} | "
+        f"{'–' if pooled is None else ('yes' if abs(r['mean']) > 2 * pooled else 'no')} | "
+        f"{r['ratio_of_means']:.3f} |"
+    )
 
 
 def markdown(out: dict) -> str:
@@ -257,15 +303,18 @@ def markdown(out: dict) -> str:
     ]
     for name, pair in out["pairs"].items():
         for metric in METRICS:
-            r = pair[n][metric]
-            hw, pooled = r["half_width_95"], r["pooled_std"]
-            lines.append(
-                f"| {name} | {metric} | {', '.join(f'{d:+.3f}' for d in r['diffs'])} | "
-                f"{_f(r['mean'], True)} ± {_f(r['std'])} | {_f(hw)} | "
-                f"{'–' if hw is None else ('yes' if abs(r['mean']) > hw else 'no')} | {_f(pooled)} | "
-                f"{'–' if pooled is None else ('yes' if abs(r['mean']) > 2 * pooled else 'no')} | "
-                f"{r['ratio_of_means']:.3f} |"
-            )
+            lines.append(_pair_line(name, metric, pair[n][metric]))
+    subset = out.get("without")
+    if subset:
+        lines += [
+            "",
+            f"mAP over the classes other than {', '.join(subset['classes'])} (mean of the per-class AP "
+            "below), paired as above:",
+            "",
+            "| A − B | metric | per member | mean ± std | half-width | resolved | pooled std | > 2 × pooled | A / B |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [_pair_line(name, "mAP", r) for name, r in subset["pairs"].items()]
     per_class = out.get("per_class_AP")
     if per_class:
         groups = list(out["groups"])

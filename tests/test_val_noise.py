@@ -7,7 +7,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from val_noise import markdown
+import pytest
+from val_noise import markdown, without_classes
 
 
 def _pair_row(diffs: list[float], half: float, pooled: float, ratio: float) -> dict:
@@ -55,3 +56,37 @@ def test_markdown_says_what_is_resolved_and_what_clears_twice_the_pooled_std() -
     assert "| a - b | AP50 | +0.010, +0.010 | +0.010 ± 0.010 | 0.050 | no | 0.014 | no | 1.020 |" in text
     assert "| a - b | mAP | 0.020 |" in text
     assert "| chair | 0.600 | 0.200 |" in text
+
+
+def test_without_classes_compares_the_mean_ap_of_the_other_classes() -> None:
+    per_class = {
+        "a/s0": {"chair": 0.5, "bed": 0.0, "sink": 0.3},
+        "a/s1": {"chair": 0.7, "bed": 0.1, "sink": 0.5},
+        "a/s2": {"chair": 0.6, "bed": 0.0, "sink": 0.4},
+        "b/s0": {"chair": 0.2, "bed": 0.4, "sink": 0.2},
+        "b/s1": {"chair": 0.4, "bed": 0.5, "sink": 0.2},
+    }
+    out = {"models": dict.fromkeys(per_class), "groups": {"a": {}, "b": {}}, "per_class_AP": per_class}
+    subset = without_classes(out, ["bed"], ["a - b"])
+    assert subset["models"]["a/s1"] == pytest.approx(0.6)
+    row = subset["pairs"]["a - b"]
+    assert row["diffs"] == pytest.approx([0.4 - 0.2, 0.6 - 0.3])  # s2 has no partner in b
+    assert row["mean"] == pytest.approx(0.25)
+    # pooled over every member: a = 0.4, 0.6, 0.5 (var 0.01), b = 0.2, 0.3 (var 0.005)
+    assert row["pooled_std"] == pytest.approx(((2 * 0.01 + 0.005) / 3) ** 0.5)
+    assert row["ratio_of_means"] == pytest.approx(0.5 / 0.25)
+    text = markdown(
+        {
+            **out,
+            "val_scenes": 1,
+            "sizes": [1],
+            "models": {k: {"1": {"mAP": 0.0, "AP50": 0.0}} for k in per_class},
+            "groups": {g: {"1": {m: {"mean": 0.0, "std": 0.0} for m in ("mAP", "AP50")}} for g in "ab"},
+            "pairs": {},
+            "without": subset,
+        }
+    )
+    assert "mAP over the classes other than bed" in text
+    assert "| a - b | mAP | +0.200, +0.300 | +0.250 ± 0.071 |" in text
+    with pytest.raises(SystemExit, match="no per-class AP for lamp"):
+        without_classes(out, ["lamp"], [])
