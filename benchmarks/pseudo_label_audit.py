@@ -224,13 +224,15 @@ def main() -> None:
                 )
 
     if args.per_class or args.markdown:
-        table = per_class_table(class_counts, dataset.class_set.instance_names)
-        print(
-            f"\nPer class over {len(dataset)} training scenes: IoU over the class's points, then missed "
-            "points and extra points by owner, as shares of the class's true points\n" + table
+        text = (
+            f"Per class over {len(dataset)} training scenes ({data_cfg.superpoints} superpoints; box prior: "
+            f"containment {cfg.prior_containment}, objects first {cfg.prior_objects_first}): IoU over "
+            "the class's points, then the missed points and the extra points by owner, as shares of the "
+            "class's true points.\n\n" + per_class_table(class_counts, dataset.class_set.instance_names)
         )
+        print("\n" + text)
         if args.markdown:
-            write_text_atomic(args.markdown, table)
+            write_text_atomic(args.markdown, text)
 
 
 if __name__ == "__main__":
