@@ -10,7 +10,10 @@ trains) and prints:
 1. The mean instance IoU of the box rules, over all points and over the ambiguous points (inside
    an object box and at least one other box), as the training monitor measures it: the classic
    box heuristic (smallest box + superpoint vote) and the box prior's parts (containment at several
-   fractions, objects before wall/floor boxes) in front of it.
+   fractions, objects before wall/floor boxes) in front of it. Then the owner oracle, which reads
+   the ground truth to give each ambiguous point the box of its own instance where that box holds
+   it (the smallest box otherwise), with and without the superpoint vote: the best any labeler
+   that picks among the boxes can do, per point and per superpoint.
 2. With `--model` (any saved model: a teacher export, a student, `models/model.pt`): the labels of
    its box queries under the configured prior (`pseudo_assignment`, as training makes them), and
    per superpoint that the prior leaves ambiguous, how often the prior's smallest box and the
@@ -40,10 +43,13 @@ from beep3d.io import write_text_atomic
 from beep3d.loss.criterion import Criterion, CriterionConfig
 from beep3d.loss.targets import (
     BACKGROUND,
+    UNKNOWN,
     box_heuristic_assignment,
     box_volume,
     point_assignment_from_boxes,
+    smallest_box_resolver,
     superpoint_box_fraction,
+    superpoint_majority_vote,
 )
 from beep3d.student_teacher import Beep3dConfig, object_boxes, prior_boxes, pseudo_assignment, teacher_view
 from pipeline.config import build
@@ -118,6 +124,22 @@ def per_class_table(counts: dict[str, dict[int, np.ndarray]], class_names: tuple
     return "\n".join(lines) + "\n"
 
 
+def owner_oracle(supervision: dict[str, torch.Tensor], instance: torch.Tensor) -> torch.Tensor:
+    """(P,) the classic split, with each ambiguous point given the object box of its own instance
+    when that box holds it, else the smallest box (no superpoint vote). Reads the ground truth:
+    a ceiling for labelers that choose among the boxes, never a training label."""
+    point_in_box, is_bg = supervision["point_in_box"], supervision["box_is_background"]
+    assigned, _ = point_assignment_from_boxes(point_in_box, is_bg)
+    smallest = smallest_box_resolver(
+        point_in_box, box_volume(supervision["box_min"], supervision["box_max"]), is_bg, assigned
+    )
+    own = torch.full_like(instance, -1)  # each point's own object box, -1 if none
+    for k in object_boxes(supervision).tolist():
+        own[instance == int(supervision["box_id"][k])] = k
+    holds = (own >= 0) & point_in_box[torch.arange(len(own)), own.clamp(min=0)]
+    return torch.where((assigned == UNKNOWN) & holds, own, smallest)
+
+
 def superpoint_decisions(
     sup: dict, instance: torch.Tensor, box_prob: torch.Tensor, cfg: Beep3dConfig
 ) -> list[tuple[int, int, int, int]]:
@@ -167,9 +189,7 @@ def main() -> None:
         model, _ = load_model(args.model, torch.device("cpu"))
     criterion = Criterion.from_config(build(CriterionConfig, params["train"]["loss"], "train.loss"))
 
-    ious: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in RULES}
-    if model is not None:
-        ious["model's box queries (configured prior + vote)"] = ([], [])
+    ious: dict[str, tuple[list[float], list[float]]] = {}
     decisions: list = []
     per_class_rules = {  # name -> (containment, objects_first)
         "box heuristic": RULES["box heuristic (classic)"],
@@ -181,6 +201,11 @@ def main() -> None:
         instance = gt["instance"].to(torch.int64)
         _, ambiguous = point_assignment_from_boxes(sup["point_in_box"], sup["box_is_background"])
         resolved = {name: box_heuristic_assignment(sup, *rule) for name, rule in RULES.items()}
+        oracle = owner_oracle(sup, instance)
+        resolved["owner oracle, per point (reads ground truth)"] = oracle
+        resolved["owner oracle + vote (reads ground truth)"] = superpoint_majority_vote(
+            oracle, sup["superpoint"]
+        )
         if model is not None:
             view = teacher_view(model, batch, cfg.center_queries, criterion)
             resolved["model's box queries (configured prior + vote)"] = pseudo_assignment(
@@ -189,6 +214,7 @@ def main() -> None:
             decisions += superpoint_decisions(sup, instance, view.box_prob[0], cfg)
         for name, assigned in resolved.items():
             all_ious, amb_ious = instance_ious(assigned, instance, sup, ambiguous)
+            ious.setdefault(name, ([], []))
             ious[name][0].extend(all_ious)
             ious[name][1].extend(amb_ious)
         if args.per_class or args.markdown:

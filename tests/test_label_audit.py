@@ -9,7 +9,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from pseudo_label_audit import label_error_counts, per_class_table
+from pseudo_label_audit import label_error_counts, owner_oracle, per_class_table
 
 from beep3d.loss.targets import BACKGROUND
 
@@ -56,3 +56,18 @@ def test_per_class_table_gives_iou_and_shares_of_the_true_points() -> None:
         f"{2 / 3:.3f} / 0.000",
     ]
     assert rows["chair"].split(" | ")[2] == "0.500 / 1.000"
+
+
+def test_owner_oracle_gives_ambiguous_points_their_own_box_where_it_holds_them() -> None:
+    """A chair (box 1, instance 2) inside a table's box (box 0, instance 1)."""
+    sup = {
+        "point_in_box": torch.tensor(
+            [[True, False], [True, True], [True, True], [True, True], [False, False]]
+        ),  # (P, T)
+        "box_is_background": torch.tensor([False, False]),
+        "box_id": torch.tensor([1, 2]),
+        "box_min": torch.tensor([[0.0, 0.0, 0.0], [0.2, 0.2, 0.0]]),
+        "box_max": torch.tensor([[2.0, 1.0, 0.8], [0.6, 0.6, 0.9]]),
+    }
+    instance = torch.tensor([1, 1, 2, 0, 0])  # the 4th point is unannotated: the smallest box takes it
+    assert owner_oracle(sup, instance).tolist() == [0, 0, 1, 1, BACKGROUND]
