@@ -11,9 +11,9 @@ trains) and prints:
    an object box and at least one other box), as the training monitor measures it: the classic
    box heuristic (smallest box + superpoint vote) and the box prior's parts (containment at several
    fractions, objects before wall/floor boxes) in front of it. Then the owner oracle, which reads
-   the ground truth to give each ambiguous point the box of its own instance where that box holds
-   it (the smallest box otherwise), with and without the superpoint vote: the best any labeler
-   that picks among the boxes can do, per point and per superpoint.
+   the ground truth to label each ambiguous point as the truth has it (its own instance's box if
+   that box holds it, else background), per point and with the superpoint vote: the best any
+   labeler of the ambiguous points can do, per point and per superpoint.
 2. With `--model` (any saved model: a teacher export, a student, `models/model.pt`): the labels of
    its box queries under the configured prior (`pseudo_assignment`, as training makes them), and
    per superpoint that the prior leaves ambiguous, how often the prior's smallest box and the
@@ -43,11 +43,9 @@ from beep3d.io import write_text_atomic
 from beep3d.loss.criterion import Criterion, CriterionConfig
 from beep3d.loss.targets import (
     BACKGROUND,
-    UNKNOWN,
     box_heuristic_assignment,
     box_volume,
     point_assignment_from_boxes,
-    smallest_box_resolver,
     superpoint_box_fraction,
     superpoint_majority_vote,
 )
@@ -125,19 +123,18 @@ def per_class_table(counts: dict[str, dict[int, np.ndarray]], class_names: tuple
 
 
 def owner_oracle(supervision: dict[str, torch.Tensor], instance: torch.Tensor) -> torch.Tensor:
-    """(P,) the classic split, with each ambiguous point given the object box of its own instance
-    when that box holds it, else the smallest box (no superpoint vote). Reads the ground truth:
-    a ceiling for labelers that choose among the boxes, never a training label."""
+    """(P,) the classic split, with each ambiguous point labelled as the truth has it: the object
+    box of its own instance when that box holds it, else BACKGROUND (a wall/floor point, an
+    unannotated one, an item no box names). No superpoint vote. Reads the ground truth: the
+    ceiling of labelers that resolve the ambiguous points, never a training label."""
     point_in_box, is_bg = supervision["point_in_box"], supervision["box_is_background"]
-    assigned, _ = point_assignment_from_boxes(point_in_box, is_bg)
-    smallest = smallest_box_resolver(
-        point_in_box, box_volume(supervision["box_min"], supervision["box_max"]), is_bg, assigned
-    )
-    own = torch.full_like(instance, -1)  # each point's own object box, -1 if none
+    assigned, ambiguous = point_assignment_from_boxes(point_in_box, is_bg)
+    own = torch.full_like(instance, BACKGROUND)  # each point's own object box
     for k in object_boxes(supervision).tolist():
         own[instance == int(supervision["box_id"][k])] = k
     holds = (own >= 0) & point_in_box[torch.arange(len(own)), own.clamp(min=0)]
-    return torch.where((assigned == UNKNOWN) & holds, own, smallest)
+    truth = torch.where(holds, own, torch.full_like(own, BACKGROUND))
+    return torch.where(ambiguous, truth, assigned)
 
 
 def superpoint_decisions(

@@ -58,7 +58,7 @@ def test_per_class_table_gives_iou_and_shares_of_the_true_points() -> None:
     assert rows["chair"].split(" | ")[2] == "0.500 / 1.000"
 
 
-def test_owner_oracle_gives_ambiguous_points_their_own_box_where_it_holds_them() -> None:
+def test_owner_oracle_labels_ambiguous_points_as_the_truth_has_them() -> None:
     """A chair (box 1, instance 2) inside a table's box (box 0, instance 1)."""
     sup = {
         "point_in_box": torch.tensor(
@@ -69,5 +69,5 @@ def test_owner_oracle_gives_ambiguous_points_their_own_box_where_it_holds_them()
         "box_min": torch.tensor([[0.0, 0.0, 0.0], [0.2, 0.2, 0.0]]),
         "box_max": torch.tensor([[2.0, 1.0, 0.8], [0.6, 0.6, 0.9]]),
     }
-    instance = torch.tensor([1, 1, 2, 0, 0])  # the 4th point is unannotated: the smallest box takes it
-    assert owner_oracle(sup, instance).tolist() == [0, 0, 1, 1, BACKGROUND]
+    instance = torch.tensor([1, 1, 2, 0, 0])  # the 4th point is unannotated: no box's instance
+    assert owner_oracle(sup, instance).tolist() == [0, 0, 1, BACKGROUND, BACKGROUND]
