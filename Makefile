@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test lint format bench ci-pipeline ci-baseline ablations audit seeds compare
+.PHONY: setup repro test lint format bench ci-pipeline ci-baseline ablations audit label-audit seeds compare
 comma := ,
 
 # torch is installed first and pinned: on a CPU machine this takes the 2.13.0 CPU build instead of a
@@ -84,6 +84,12 @@ audit: setup
 	dvc exp run --queue -n audit-beep3d-computed -S data_loader.superpoints=computed -S train.beep3d.prior_containment=0.8
 	dvc exp run --queue -n audit-box-heuristic-computed -S data_loader.superpoints=computed -S train.mode=box_heuristic
 	dvc queue start
+
+## What the box labels get right and wrong on every training scene of data/processed, per class
+## (README "What box labels cannot fix"); LABEL_AUDIT_OUT names the markdown table.
+LABEL_AUDIT_OUT ?= reports/benchmarks/label_errors_by_class.md
+label-audit: setup
+	python benchmarks/pseudo_label_audit.py --data data/processed --scenes 0 --markdown $(LABEL_AUDIT_OUT)
 
 ## Seeds for mean +- std (the report groups runs that differ only in train.seed).
 seeds: setup

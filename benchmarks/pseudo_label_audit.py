@@ -165,7 +165,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("data/processed"))
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
-    ap.add_argument("--scenes", type=int, default=24)
+    ap.add_argument("--scenes", type=int, default=24, help="the first N training scenes (0 = all)")
     ap.add_argument("--superpoints", choices=("dataset", "computed"), default=None)
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--per-class", action="store_true", help="per-class error breakdown of the box rules")
