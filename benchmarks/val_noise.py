@@ -265,6 +265,12 @@ def members_of(out: dict, group: str) -> list[str]:
     return [key.split("/", 1)[1] for key in out["models"] if key.split("/", 1)[0] == group]
 
 
+PAIR_HEADER = (
+    "| A − B | metric | per member | mean ± std | half-width | resolved | pooled std | > 2 × pooled | A / B |",
+    "|---|---|---|---|---|---|---|---|---|",
+)
+
+
 def _pair_line(name: str, metric: str, r: dict) -> str:
     hw, pooled = r["half_width_95"], r["pooled_std"]
     return (
@@ -298,8 +304,7 @@ def markdown(out: dict) -> str:
         "when it is below |mean|), the pooled seed std of A and B (and whether |mean| > 2 × it), and "
         "mean(A) / mean(B).",
         "",
-        "| A − B | metric | per member | mean ± std | half-width | resolved | pooled std | > 2 × pooled | A / B |",
-        "|---|---|---|---|---|---|---|---|---|",
+        *PAIR_HEADER,
     ]
     for name, pair in out["pairs"].items():
         for metric in METRICS:
@@ -311,8 +316,7 @@ def markdown(out: dict) -> str:
             f"mAP over the classes other than {', '.join(subset['classes'])} (mean of the per-class AP "
             "below), paired as above:",
             "",
-            "| A − B | metric | per member | mean ± std | half-width | resolved | pooled std | > 2 × pooled | A / B |",
-            "|---|---|---|---|---|---|---|---|---|",
+            *PAIR_HEADER,
         ]
         lines += [_pair_line(name, "mAP", r) for name, r in subset["pairs"].items()]
     per_class = out.get("per_class_AP")
