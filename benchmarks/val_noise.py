@@ -50,7 +50,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -58,7 +57,7 @@ from beep3d.data.dataset import DataConfig, SceneDataset, make_loader
 from beep3d.engine import InferenceConfig, iterate_predictions
 from beep3d.eval import Evaluator, SceneGT
 from beep3d.io import write_text_atomic
-from pipeline.compare import pooled_std
+from pipeline.compare import MeanInterval, pooled_std, t_quantile
 from pipeline.config import build
 from pipeline.training import load_model
 
@@ -90,7 +89,7 @@ def score(parts: list[Evaluator], picks: np.ndarray | range) -> dict[str, float]
 
 def half_width(sd: float, k: int) -> float:
     """95 % two-sided t half-width of a mean of k paired differences with std sd."""
-    return float(stats.t.ppf(0.975, k - 1) * sd / math.sqrt(k)) if k > 1 else math.inf
+    return t_quantile(k - 1) * sd / math.sqrt(k) if k > 1 else math.inf
 
 
 def seeds_needed(sd: float, target: float, k_max: int = 200) -> int | None:
@@ -224,14 +223,13 @@ def main() -> None:
 def paired_row(a: dict[str, float], b: dict[str, float]) -> dict:
     """Groups A and B (member -> value): A − B on the members both have (per member, mean, std,
     95 % half-width), the pooled seed std over all members of each, and mean(A) / mean(B)."""
-    diffs = [a[m] - b[m] for m in sorted(set(a) & set(b))]
-    sd = statistics.stdev(diffs) if len(diffs) > 1 else None
+    diff = MeanInterval(tuple(a[m] - b[m] for m in sorted(set(a) & set(b))), 0.0)
     pooled = pooled_std(list(a.values()), list(b.values()))
     return {
-        "diffs": diffs,
-        "mean": statistics.mean(diffs),
-        "std": sd,
-        "half_width_95": half_width(sd, len(diffs)) if sd is not None else None,
+        "diffs": list(diff.values),
+        "mean": diff.mean,
+        "std": None if math.isnan(diff.std) else diff.std,
+        "half_width_95": None if math.isnan(diff.half_width) else diff.half_width,
         "pooled_std": None if math.isnan(pooled) else pooled,
         "ratio_of_means": statistics.mean(a.values()) / statistics.mean(b.values()),
     }
