@@ -197,7 +197,12 @@ def main() -> None:
         sup, gt = batch["supervision"][0], batch["ground_truth"][0]
         instance = gt["instance"].to(torch.int64)
         _, ambiguous = point_assignment_from_boxes(sup["point_in_box"], sup["box_is_background"])
-        resolved = {name: box_heuristic_assignment(sup, *rule) for name, rule in RULES.items()}
+        # Each box rule once: the IoU table and the per-class table share the assignments.
+        by_rule = {
+            rule: box_heuristic_assignment(sup, *rule)
+            for rule in {*RULES.values(), *per_class_rules.values()}
+        }
+        resolved = {name: by_rule[rule] for name, rule in RULES.items()}
         oracle = owner_oracle(sup, instance)
         resolved["owner oracle, per point (reads ground truth)"] = oracle
         resolved["owner oracle + vote (reads ground truth)"] = superpoint_majority_vote(
@@ -211,14 +216,12 @@ def main() -> None:
             decisions += superpoint_decisions(sup, instance, view.box_prob[0], cfg)
         for name, assigned in resolved.items():
             all_ious, amb_ious = instance_ious(assigned, instance, sup, ambiguous)
-            ious.setdefault(name, ([], []))
-            ious[name][0].extend(all_ious)
-            ious[name][1].extend(amb_ious)
+            over_all, over_ambiguous = ious.setdefault(name, ([], []))
+            over_all.extend(all_ious)
+            over_ambiguous.extend(amb_ious)
         if args.per_class or args.markdown:
             for name, rule in per_class_rules.items():
-                for cls, row in label_error_counts(
-                    box_heuristic_assignment(sup, *rule), instance, sup
-                ).items():
+                for cls, row in label_error_counts(by_rule[rule], instance, sup).items():
                     class_counts[name][cls] = class_counts[name].get(cls, 0) + row
 
     print(f"{len(dataset)} training scenes, {data_cfg.superpoints} superpoints; mean instance IoU")
