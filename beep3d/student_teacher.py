@@ -73,8 +73,15 @@ class Beep3dConfig:
     query_consistency_weight: float
     feature_consistency: bool
     feature_consistency_weight: float
+    teacher_every: int  # *ours*: the teacher runs on every this-many-th step after the warm-up
 
     def __post_init__(self) -> None:
+        if self.teacher_every < 1:
+            raise ValueError(f"teacher_every must be >= 1, got {self.teacher_every}")
+        if self.teacher_every > 1 and self.pseudo_masks:
+            # The pseudo-masks would switch between the teacher's and the box prior's from step to
+            # step; that mix was never measured, so it is refused rather than silently defined.
+            raise ValueError("teacher_every > 1 needs pseudo_masks: false (the teacher must label every step)")
         if self.pseudo_warmup_steps < 0:
             raise ValueError(f"pseudo_warmup_steps must be >= 0, got {self.pseudo_warmup_steps}")
         if not 0.0 <= self.prior_containment <= 1.0:
@@ -86,9 +93,12 @@ class Beep3dConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     def teacher_needed(self, step: int) -> bool:
-        """Whether step `step` runs the teacher at all (nothing reads it during the warm-up)."""
+        """Whether step `step` runs the teacher at all: nothing reads it during the warm-up, and
+        after it only every `teacher_every`-th step does (the consistency losses apply on those
+        steps only: the teacher's no-grad pass is what a beep3d step costs over a plain one)."""
         uses = self.pseudo_masks or self.query_consistency or self.feature_consistency
-        return uses and step >= self.pseudo_warmup_steps
+        after_warmup = step - self.pseudo_warmup_steps
+        return uses and after_warmup >= 0 and after_warmup % self.teacher_every == 0
 
 
 @dataclass

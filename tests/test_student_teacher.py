@@ -113,7 +113,9 @@ def test_instance_ious_over_all_and_ambiguous_points() -> None:
     assert amb_ious == pytest.approx([1 / 2, 1 / 2])
 
 
-def tiny_run_config(mode: str, box_query_inside: bool = False, **train_overrides) -> RunConfig:
+def tiny_run_config(
+    mode: str, box_query_inside: bool = False, teacher_every: int = 1, **train_overrides
+) -> RunConfig:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["model"].update(
         widths=[8, 16], d_model=16, n_heads=2, n_layers=2, n_queries=6, ffn_dim=32, rpe_hidden=4,
@@ -124,6 +126,8 @@ def tiny_run_config(mode: str, box_query_inside: bool = False, **train_overrides
     t.update(mode=mode, threads=1, epochs=2, batch_size=2, eval_every=1, monitor_scenes=2)
     t.update(train_overrides)
     t["beep3d"]["pseudo_warmup_steps"] = 1  # the teacher's pseudo-masks and the losses run in epoch 1
+    if teacher_every > 1:  # the teacher on some steps only, which its pseudo-masks may not be
+        t["beep3d"].update(teacher_every=teacher_every, pseudo_masks=False)
     t["two_stage"]["labeler_epochs"] = 2
     params["inference"]["min_points"] = 10
     return build(RunConfig, {k: params[k] for k in ("model", "data_loader", "train", "inference")}, "params")
@@ -169,18 +173,25 @@ def trained_weights(cfg: RunConfig, processed: Path, resume: Path) -> dict[str, 
 
 
 @pytest.mark.parametrize(
-    ("mode", "box_query_inside"),
-    [("beep3d", False), ("beep3d", True), ("box_heuristic", False), ("two_stage", False)],
+    ("mode", "box_query_inside", "teacher_every"),
+    [
+        ("beep3d", False, 1),
+        ("beep3d", True, 1),
+        ("beep3d", False, 2),
+        ("box_heuristic", False, 1),
+        ("two_stage", False, 1),
+    ],
 )
 def test_box_supervised_weights_ignore_the_ground_truth_masks(
-    mode: str, box_query_inside: bool, real_and_permuted: tuple[Path, Path], tmp_path: Path
-) -> None:
+    mode: str, box_query_inside: bool, teacher_every: int, real_and_permuted: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:  # fmt: skip
     """Permuting the per-point ground truth of the training scenes leaves every trained weight
     (student and teacher), every loss and two_stage's fixed labels bitwise identical, with
     evaluations (which do read ground truth, for val AP and pseudo-mask monitoring) running after
-    every epoch. The box prior (params.yaml's defaults) and box queries restricted to their box
-    are on the paths covered."""
-    cfg = tiny_run_config(mode, box_query_inside)
+    every epoch. The box prior (params.yaml's defaults), box queries restricted to their box and
+    the teacher on every other step are on the paths covered."""
+    cfg = tiny_run_config(mode, box_query_inside, teacher_every)
     assert cfg.train.beep3d.prior_containment > 0 and cfg.train.beep3d.prior_objects_first
     real, permuted = real_and_permuted
     a = trained_weights(cfg, real, tmp_path / "a")
@@ -245,3 +256,30 @@ def test_matched_teacher_queries_without_centre_queries(
         any("qc" in row for row in result.history)
         and "pseudo_teacher_iou_ambiguous" in result.summary["last"]
     )
+
+
+def test_teacher_every_k_steps_runs_the_consistency_losses_on_those_steps_only(
+    real_and_permuted: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """With teacher_every 2 the teacher's pass, and with it the query and masked feature
+    consistency losses, runs on the warm-up's last step and every second step after it; the
+    other steps train the student on the box prior's labels alone."""
+    cfg = tiny_run_config("beep3d", teacher_every=2, epochs=3, eval_every=0)
+    result = train(cfg, real_and_permuted[0], tmp_path, log=lambda _: None, progress=False)
+    rows = [r for r in result.history if "total" in r]
+    assert len(rows) >= 4
+    with_teacher = [r["step"] for r in rows if "qc" in r and "mfc" in r]
+    without = [r["step"] for r in rows if "qc" not in r and "mfc" not in r]
+    assert with_teacher == [s for s in range(1, len(rows), 2)], with_teacher
+    assert sorted(with_teacher + without) == [r["step"] for r in rows]
+
+
+def test_teacher_every_refuses_zero_and_the_teachers_pseudo_masks() -> None:
+    base = tiny_run_config("beep3d").train.beep3d
+    with pytest.raises(ValueError, match="teacher_every must be >= 1"):
+        dataclasses.replace(base, teacher_every=0)
+    with pytest.raises(ValueError, match="needs pseudo_masks: false"):
+        dataclasses.replace(base, teacher_every=2, pseudo_masks=True)
+    every_third = dataclasses.replace(base, teacher_every=3, pseudo_masks=False)
+    warmup = base.pseudo_warmup_steps
+    assert [s for s in range(warmup + 9) if every_third.teacher_needed(s)] == [warmup, warmup + 3, warmup + 6]
