@@ -81,7 +81,9 @@ class Beep3dConfig:
         if self.teacher_every > 1 and self.pseudo_masks:
             # The pseudo-masks would switch between the teacher's and the box prior's from step to
             # step; that mix was never measured, so it is refused rather than silently defined.
-            raise ValueError("teacher_every > 1 needs pseudo_masks: false (the teacher must label every step)")
+            raise ValueError(
+                "teacher_every > 1 needs pseudo_masks: false (the teacher must label every step)"
+            )
         if self.pseudo_warmup_steps < 0:
             raise ValueError(f"pseudo_warmup_steps must be >= 0, got {self.pseudo_warmup_steps}")
         if not 0.0 <= self.prior_containment <= 1.0:
