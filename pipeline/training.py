@@ -163,6 +163,9 @@ def fingerprint(cfg: RunConfig, processed_dir: Path) -> str:
     # hashes it, so fp32 and bf16 never resume each other's state.
     if params["train"]["amp"] == "off":
         del params["train"]["amp"]
+    # Likewise `train.beep3d.teacher_every` at its default (1, the teacher on every step).
+    if params["train"]["beep3d"]["teacher_every"] == 1:
+        del params["train"]["beep3d"]["teacher_every"]
     h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
     h.update(data_hash(processed_dir).encode())
     return h.hexdigest()[:16]

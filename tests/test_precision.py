@@ -144,14 +144,22 @@ def test_off_never_enters_autocast_nor_casts(processed: Path, tmp_path: Path, mo
 
 
 def test_fp32_fingerprint_is_the_one_from_before_the_amp_param(processed: Path) -> None:
-    """Resume state written before `train.amp` existed still resumes, and fp32 runs record the
-    same checkpoints as before; bf16 and fp32 never resume each other."""
+    """Resume state written before `train.amp` and `train.beep3d.teacher_every` existed still
+    resumes, and fp32 runs record the same checkpoints as before; bf16 and fp32 never resume each
+    other, nor do runs with the teacher on every step and on every k-th."""
     cfg = tiny_run_config("beep3d")
     params = dataclasses.asdict(cfg)
     del params["train"]["amp"]
+    del params["train"]["beep3d"]["teacher_every"]
     del params["train"]["two_stage"]  # beep3d's fingerprint leaves two_stage's params out as well
     before = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
     before.update(data_hash(processed).encode())
     assert fingerprint(cfg, processed) == before.hexdigest()[:16]
     bf16 = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device="cuda", amp="bf16"))
     assert fingerprint(bf16, processed) != fingerprint(cfg, processed)
+    sparse = dataclasses.replace(
+        cfg.train.beep3d, teacher_every=3, pseudo_masks=False
+    )  # pseudo_masks is off by default: only teacher_every differs
+    assert cfg.train.beep3d.pseudo_masks is False
+    every_third = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, beep3d=sparse))
+    assert fingerprint(every_third, processed) != fingerprint(cfg, processed)
