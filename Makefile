@@ -53,9 +53,9 @@ ci-pipeline: setup
 ci-baseline: setup
 	.ci/pipeline.sh --write-baseline
 
-## The ablation grid as queued DVC experiments: each BEEP3D part off in turn (the teacher's
-## pseudo-masks, off by default, on; the teacher on every third step with the consistency weights
-## tripled), and box_heuristic, for every seed of ABLATION_SEEDS, with
+## The ablation grid as queued DVC experiments: each BEEP3D part off in turn, the box-query loss
+## included (the teacher's pseudo-masks, off by default, on; the teacher on every third step with
+## the consistency weights tripled), and box_heuristic, for every seed of ABLATION_SEEDS, with
 ## ABLATION_SET applied to all of them (e.g. a shorter budget); `dvc queue start` runs them, and
 ## the report groups whatever has finished over seeds (README "Reports, ablations, seeds").
 ABLATION_SEEDS ?= 0,1
@@ -68,6 +68,7 @@ ABLATIONS := \
 	no-feature-consistency:train.beep3d.feature_consistency=false \
 	no-consistency:train.beep3d.query_consistency=false,train.beep3d.feature_consistency=false \
 	no-box-prior:train.beep3d.prior_containment=0.0,train.beep3d.prior_objects_first=false \
+	no-box-query-loss:train.box_query_weight=0.0 \
 	teacher-every-3:train.beep3d.teacher_every=3,train.beep3d.query_consistency_weight=1.5,train.beep3d.feature_consistency_weight=1.5 \
 	box-heuristic:train.mode=box_heuristic
 ablations: setup
