@@ -69,24 +69,27 @@ def main() -> None:
     warmup_steps = t.beep3d.pseudo_warmup_steps
     if args.steps % t.beep3d.teacher_every:
         raise SystemExit(f"--steps {args.steps}: must be whole cycles of train.beep3d.teacher_every")
-    if args.warmup + args.steps > warmup_steps:
-        raise SystemExit(f"--warmup + --steps: at most train.beep3d.pseudo_warmup_steps ({warmup_steps}), "
-                         "so that the warm-up steps timed are inside it")  # fmt: skip
     # (run, step index): full; beep3d past its warm-up (teacher and consistency losses on); beep3d
     # inside its warm-up (box prior labels, no teacher), the same model stepped at an early index.
-    kinds = {"full": ("full", 0), "beep3d": ("beep3d", warmup_steps), "beep3d_warmup": ("beep3d", 0)}
+    kinds = {"full": ("full", 0), "beep3d": ("beep3d", warmup_steps)}
+    if warmup_steps:
+        if args.warmup + args.steps > warmup_steps:
+            raise SystemExit(f"--warmup + --steps: at most train.beep3d.pseudo_warmup_steps ({warmup_steps}), "
+                             "so that the warm-up steps timed are inside it")  # fmt: skip
+        kinds["beep3d_warmup"] = ("beep3d", 0)
     times: dict[str, list[float]] = {kind: [] for kind in kinds}
     batches = iter(runs["full"].loader)  # with ground truth, which `full` needs and beep3d ignores
     for i in range(args.warmup + args.steps):
         batch = batch_to(next(batches), device)
-        order = list(kinds)[i % 3 :] + list(kinds)[: i % 3]  # rotate: the first pass over a batch is slower
+        shift = i % len(kinds)
+        order = list(kinds)[shift:] + list(kinds)[:shift]  # rotate: the first pass over a batch is slower
         for kind in order:
             mode, first_step = kinds[kind]
             started = time.perf_counter()
             runs[mode].step(batch, first_step + i, 1e-4)
             if i >= args.warmup:
                 times[kind].append(time.perf_counter() - started)
-    full, beep, beep_warm = times["full"], times["beep3d"], times["beep3d_warmup"]
+    full, beep = times["full"], times["beep3d"]
     per_batch = statistics.median(b / f for b, f in zip(beep, full, strict=True))
     print(
         f"steps timed: {len(full)} per mode, batch size {runs['full'].t.batch_size}, threads {args.threads}"
@@ -99,14 +102,15 @@ def main() -> None:
     # With train.beep3d.teacher_every > 1 the teacher runs on some steps only: the training time
     # follows the mean step, so the projection uses the ratio of summed times over whole cycles.
     late = sum(beep) / sum(full)
-    early = sum(beep_warm) / sum(full)
+    early = sum(times.get("beep3d_warmup", [])) / sum(full)  # 0 without a warm-up: no such steps
+    inside = f", {early:.2f} inside it" if warmup_steps else " (no warm-up)"
     print(f"ratio of summed step times: {late:.2f} past the warm-up (teacher every "
-          f"{t.beep3d.teacher_every} step(s)), {early:.2f} inside it")  # fmt: skip
-    total = t.epochs * len(runs["beep3d"].loader)
+          f"{t.beep3d.teacher_every} step(s)){inside}")  # fmt: skip
+    steps_per_epoch = len(runs["full"].loader)  # both runs load the same training scenes
+    total = t.epochs * steps_per_epoch
     in_warmup = min(warmup_steps, total)
     beep3d_cost = in_warmup * early + (total - in_warmup) * late  # in plain steps
-    two_stage_cost = (t.two_stage.labeler_epochs + t.epochs) * len(runs["full"].loader)
-    versus_two_stage = beep3d_cost / two_stage_cost
+    versus_two_stage = beep3d_cost / ((t.two_stage.labeler_epochs + t.epochs) * steps_per_epoch)
     print(f"projected training time beep3d / two_stage ({t.epochs} epochs, {in_warmup} of {total} steps "
           f"in the warm-up, against {t.two_stage.labeler_epochs} labeler + {t.epochs} student epochs): "
           f"{versus_two_stage:.2f} "
