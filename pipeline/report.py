@@ -65,6 +65,15 @@ EXECUTION_ONLY_PARAMS = frozenset(
 # their value, or their absence in runs logged before the key existed, says nothing about the
 # run: they neither split the experiments table nor keep a run out of a comparison.
 MODE_ONLY_PARAMS = {"train.two_stage.": ("two_stage",)}
+# Params added after runs had been logged, with the value a run from before the param existed ran
+# with: fp32 (`train.amp`), the teacher on every step (`teacher_every`), in-training evaluations
+# over every val scene (`val_scenes`, which came with the 120-scene val split). A run that logged no value is read as that
+# value, so old and new runs of one configuration share a row of the experiments table.
+VALUE_BEFORE_PARAM_EXISTED = {
+    "train.amp": "off",
+    "train.beep3d.teacher_every": "1",
+    "train.val_scenes": "0",
+}
 RUN_METRICS = (
     ("evaluate/val_mAP", "mAP"),
     ("evaluate/val_AP50", "AP50"),
@@ -360,12 +369,12 @@ def load_runs(tracking_uri: str, experiment_id: str) -> list[TrackedRun]:
 
 
 def relevant_param(run: TrackedRun, key: str) -> str | None:
-    """The run's value of `key`; None where it logged none or where only other modes read the key
-    (MODE_ONLY_PARAMS)."""
+    """The run's value of `key`; None where only other modes read the key (MODE_ONLY_PARAMS) or
+    where it logged none, unless the key came after the run (VALUE_BEFORE_PARAM_EXISTED)."""
     for prefix, modes in MODE_ONLY_PARAMS.items():
         if key.startswith(prefix) and run.mode not in modes:
             return None
-    return run.params.get(key)
+    return run.params.get(key, VALUE_BEFORE_PARAM_EXISTED.get(key))
 
 
 def differing_params(runs: Sequence[TrackedRun], ignore: Iterable[str] = EXECUTION_ONLY_PARAMS) -> list[str]:

@@ -396,6 +396,34 @@ def test_two_stage_runs_are_their_own_mode_and_their_params_split_only_them():
     assert plots.RESOLVER_LABELS["two_stage"] in quality and "has no EMA teacher" not in quality
 
 
+def test_runs_from_before_a_param_existed_group_with_runs_that_log_its_old_value():
+    def tracked(name: str, seed: int, **later: str) -> TrackedRun:
+        params = {"train.mode": "beep3d", "train.seed": str(seed), "train.ema": "0.999"}
+        params.update({f"train.{k.replace('__', '.')}": v for k, v in later.items()})
+        return TrackedRun(name, name, 0, params, {"evaluate/val_mAP": 0.1 + seed / 100}, {"mode": "beep3d"})
+
+    runs = [
+        tracked("old-s0", 0),  # logged before train.amp, teacher_every and val_scenes existed
+        tracked("new-s1", 1, amp="off", beep3d__teacher_every="1", val_scenes="0"),
+        tracked("every3-s0", 0, amp="off", beep3d__teacher_every="3", val_scenes="0"),
+        tracked("val24-s0", 0, amp="off", beep3d__teacher_every="1", val_scenes="24"),
+    ]
+    assert differing_params(runs[:2]) == ["train.seed"]
+    assert differing_params(runs) == ["train.beep3d.teacher_every", "train.seed", "train.val_scenes"]
+    table = experiments_section(runs, None, None).split("Configurations over seeds")[1]
+    groups = [line.split(" | ")[:4] for line in table.splitlines() if line.startswith("| beep3d")]
+    assert groups == [
+        ["| beep3d", "1", "0", "2 (0, 1)"],
+        ["| beep3d", "3", "0", "1 (0)"],
+        ["| beep3d", "1", "24", "1 (0)"],
+    ]
+    # A param the project never had is still absent, and absence still splits a group.
+    assert differing_params([runs[0], tracked("lr-s1", 1, optim__lr="0.002")]) == [
+        "train.optim.lr",
+        "train.seed",
+    ]
+
+
 def test_teacher_pseudo_masks_on_the_first_training_scene(tmp_path: Path, processed: Path, one_torch_thread):
     params = repo_params()
     params["model"].update(
