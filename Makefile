@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test lint format bench ci-pipeline ci-baseline ablations audit label-audit seeds compare
+.PHONY: setup repro test lint format bench ci-pipeline ci-baseline ablations ablation-commands audit label-audit seeds compare
 comma := ,
 
 # torch is installed first and pinned: on a CPU machine this takes the 2.13.0 CPU build instead of a
@@ -56,8 +56,11 @@ ci-baseline: setup
 ## The ablation grid as queued DVC experiments: each BEEP3D part off in turn, the box-query loss
 ## included (the teacher's pseudo-masks, off by default, on; the teacher on every third step with
 ## the consistency weights tripled), and box_heuristic, for every seed of ABLATION_SEEDS, with
-## ABLATION_SET applied to all of them (e.g. a shorter budget); `dvc queue start` runs them, and
-## the report groups whatever has finished over seeds (README "Reports, ablations, seeds").
+## ABLATION_SET applied to all of them before each entry's own switches, so that an entry's switch
+## wins (a shorter budget; the superpoint audit's grid: ABLATION_SET="data_loader.superpoints=computed
+## train.beep3d.prior_containment=0.8" keeps no-box-prior's containment 0); `dvc queue start` runs
+## them, and the report groups whatever has finished over seeds (README "Reports, ablations,
+## seeds"). `make ablation-commands` prints the `dvc exp run --queue` lines without queueing.
 ABLATION_SEEDS ?= 0,1
 ABLATION_SET ?=
 ABLATIONS := \
@@ -71,21 +74,26 @@ ABLATIONS := \
 	no-box-query-loss:train.box_query_weight=0.0 \
 	teacher-every-3:train.beep3d.teacher_every=3,train.beep3d.query_consistency_weight=1.5,train.beep3d.feature_consistency_weight=1.5 \
 	box-heuristic:train.mode=box_heuristic
-ablations: setup
-	for seed in $(subst $(comma), ,$(ABLATION_SEEDS)); do \
+ablation-commands:
+	@for seed in $(subst $(comma), ,$(ABLATION_SEEDS)); do \
 	  for entry in $(ABLATIONS); do \
 	    name=$${entry%%:*}; sets=$${entry#*:}; \
-	    dvc exp run --queue -n abl-$$name-s$$seed -S train.seed=$$seed \
-	      $$(for kv in $$(echo $$sets | tr , ' ') $(ABLATION_SET); do printf -- '-S %s ' $$kv; done) || exit 1; \
+	    echo "dvc exp run --queue -n abl-$$name-s$$seed -S train.seed=$$seed" \
+	      $$(for kv in $(ABLATION_SET) $$(echo $$sets | tr , ' '); do printf -- '-S %s ' $$kv; done); \
 	  done; \
 	done
+
+ablations: setup
+	commands=$$($(MAKE) -s --no-print-directory ablation-commands) || exit 1; \
+	echo "$$commands" | while read -r command; do $$command || exit 1; done
 	dvc queue start
 
-## The superpoint audit: beep3d and box_heuristic on our computed over-segmentation instead of
-## the dataset's superpoints (containment 0.8: computed superpoints straddle more boxes).
+## The superpoint audit: beep3d, box_heuristic and two_stage on our computed over-segmentation
+## instead of the dataset's superpoints (containment 0.8: computed superpoints straddle more boxes).
 audit: setup
 	dvc exp run --queue -n audit-beep3d-computed -S data_loader.superpoints=computed -S train.beep3d.prior_containment=0.8
 	dvc exp run --queue -n audit-box-heuristic-computed -S data_loader.superpoints=computed -S train.mode=box_heuristic
+	dvc exp run --queue -n audit-two-stage-computed -S data_loader.superpoints=computed -S train.beep3d.prior_containment=0.8 -S train.mode=two_stage
 	dvc queue start
 
 ## What the box labels get right and wrong on every training scene of data/processed, per class

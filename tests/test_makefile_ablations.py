@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,38 @@ def test_every_entry_names_existing_params_and_builds(name: str) -> None:
         section(changed, parent)[last] = parse_yaml(value)
         assert section(changed, key) != section(params, key), f"{name}: {key}={value} is the default"
     build(RunConfig, {k: changed[k] for k in ("model", "data_loader", "train", "inference")}, "params")
+
+
+def test_queued_commands_apply_the_grid_wide_set_first_so_each_entry_switch_wins(tmp_path: Path) -> None:
+    """`make ablation-commands` prints what `make ablations` queues; each line's -S overrides are
+    applied in order by DVC's own override code, as `dvc exp run` applies them."""
+    from dvc.utils.hydra import apply_overrides
+
+    grid_set = "data_loader.superpoints=computed train.beep3d.prior_containment=0.8"
+    out = subprocess.run(
+        ["make", "-s", "--no-print-directory", "ablation-commands", "ABLATION_SEEDS=0,2", f"ABLATION_SET={grid_set}"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    lines = out.strip().splitlines()
+    assert len(lines) == 2 * len(ablation_entries())
+    built = {}
+    for line in lines:
+        words = line.split()
+        assert words[:4] == ["dvc", "exp", "run", "--queue"], line
+        name = words[words.index("-n") + 1]
+        overrides = [words[i + 1] for i, w in enumerate(words) if w == "-S"]
+        params_file = tmp_path / f"{name}.yaml"
+        shutil.copy(REPO / "params.yaml", params_file)
+        apply_overrides(params_file, overrides)
+        params = load_params(params_file)
+        built[name] = build(
+            RunConfig, {k: params[k] for k in ("model", "data_loader", "train", "inference")}, "p"
+        )
+    assert sorted(built) == sorted(f"abl-{n}-s{s}" for n in ablation_entries() for s in (0, 2))
+    for name, cfg in built.items():
+        assert cfg.data_loader.superpoints == "computed", name
+        assert cfg.train.seed == int(name[-1]), name
+    assert built["abl-default-s2"].train.beep3d.prior_containment == 0.8
+    assert built["abl-no-box-prior-s0"].train.beep3d.prior_containment == 0.0  # the entry's switch wins
+    assert built["abl-no-box-prior-s0"].train.beep3d.prior_objects_first is False
+    assert built["abl-box-heuristic-s0"].train.mode == "box_heuristic"
