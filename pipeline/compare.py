@@ -136,7 +136,8 @@ def expected_params(params: dict[str, Any], overrides: Mapping[str, Any]) -> dic
 def param_differences(run: TrackedRun, expected: Mapping[str, str]) -> list[str]:
     """Keys (absent counts as a value) whose logged value differs from the expected one, leaving
     out the varied and the execution-only params and the params the run's mode does not read
-    (`train.two_stage.*` outside two_stage: pipeline.report.MODE_ONLY_PARAMS)."""
+    (`train.two_stage.*` outside two_stage, `train.beep3d.*` outside beep3d and two_stage:
+    pipeline.report.MODE_ONLY_PARAMS)."""
     # The reference stands for the run's own mode, so that mode-only params count for it alone.
     reference = TrackedRun("expected", "expected", 0, {**expected, "train.mode": run.mode}, {}, {})
     return differing_params([run, reference], ignore=EXECUTION_ONLY_PARAMS | set(VARIED))
@@ -698,11 +699,11 @@ def describe_source(
 ) -> str:
     sets = f" with {', '.join(f'`{s}`' for s in override_items)}" if override_items else ""
     ignored = ", ".join(sorted(EXECUTION_ONLY_PARAMS))
+    mode_only = ", ".join(f"{p}* outside {' / '.join(modes)}" for p, modes in MODE_ONLY_PARAMS.items())
     return (
         f"Store `{tracking_uri}`, experiment `{experiment}`. Compared: finished runs whose params equal "
         f"`{params_path}`{sets} apart from {', '.join(VARIED)}, the execution-only params ({ignored}) and "
-        f"the params a run's mode does not read ({', '.join(p + '*' for p in MODE_ONLY_PARAMS)} outside "
-        f"{' / '.join(m for modes in MODE_ONLY_PARAMS.values() for m in modes)}), "
+        f"the params a run's mode does not read ({mode_only}), "
         f"with the evaluate stage's metrics; per mode and seed the newest such run."
     )
 

@@ -63,8 +63,10 @@ EXECUTION_ONLY_PARAMS = frozenset(
 )
 # Params that only some training modes read (key prefix -> those modes). In a run of another mode
 # their value, or their absence in runs logged before the key existed, says nothing about the
-# run: they neither split the experiments table nor keep a run out of a comparison.
-MODE_ONLY_PARAMS = {"train.two_stage.": ("two_stage",)}
+# run: they neither split the experiments table nor keep a run out of a comparison. The BEEP3D
+# parts (`train.beep3d`: box prior, teacher, consistency losses) shape beep3d and two_stage
+# training only; box_heuristic and full read them just to monitor the box prior's labels.
+MODE_ONLY_PARAMS = {"train.two_stage.": ("two_stage",), "train.beep3d.": ("beep3d", "two_stage")}
 # Params added after runs had been logged, with the value a run from before the param existed ran
 # with: fp32 (`train.amp`), the teacher on every step (`teacher_every`), in-training evaluations
 # over every val scene (`val_scenes`, which came with the 120-scene val split). A run that logged no value is read as that

@@ -424,6 +424,36 @@ def test_runs_from_before_a_param_existed_group_with_runs_that_log_its_old_value
     ]
 
 
+def test_beep3d_parts_split_beep3d_and_two_stage_runs_only():
+    def tracked(name: str, mode: str, seed: int, containment: str) -> TrackedRun:
+        params = {"train.mode": mode, "train.seed": str(seed), "train.beep3d.prior_containment": containment}
+        return TrackedRun(name, name, 0, params, {"evaluate/val_mAP": 0.2}, {"mode": mode})
+
+    runs = [
+        tracked("h0", "box_heuristic", 0, "1.0"),
+        tracked("h1", "box_heuristic", 1, "0.8"),  # e.g. queued with a grid-wide containment
+        tracked("b0", "beep3d", 0, "1.0"),
+        tracked("b1", "beep3d", 1, "0.8"),
+        tracked("t0", "two_stage", 0, "1.0"),
+        tracked("t1", "two_stage", 1, "0.8"),
+    ]
+    assert differing_params(runs[:2]) == ["train.seed"]
+    assert differing_params(runs[2:4]) == ["train.beep3d.prior_containment", "train.seed"]
+    table = experiments_section(runs, None, None).split("Configurations over seeds")[1]
+    groups = [
+        line.split(" | ")[:3]
+        for line in table.splitlines()
+        if line.startswith(("| box", "| beep3d", "| two"))
+    ]
+    assert groups == [
+        ["| box_heuristic", "–", "2 (0, 1)"],
+        ["| beep3d", "1.0", "1 (0)"],
+        ["| beep3d", "0.8", "1 (1)"],
+        ["| two_stage", "1.0", "1 (0)"],
+        ["| two_stage", "0.8", "1 (1)"],
+    ]
+
+
 def test_teacher_pseudo_masks_on_the_first_training_scene(tmp_path: Path, processed: Path, one_torch_thread):
     params = repo_params()
     params["model"].update(
