@@ -370,21 +370,28 @@ def load_runs(tracking_uri: str, experiment_id: str) -> list[TrackedRun]:
     return runs
 
 
+def mode_reads(run: TrackedRun, key: str) -> bool:
+    """False where only other modes than the run's read `key` (MODE_ONLY_PARAMS)."""
+    return not any(
+        key.startswith(prefix) and run.mode not in modes for prefix, modes in MODE_ONLY_PARAMS.items()
+    )
+
+
 def relevant_param(run: TrackedRun, key: str) -> str | None:
-    """The run's value of `key`; None where only other modes read the key (MODE_ONLY_PARAMS) or
-    where it logged none, unless the key came after the run (VALUE_BEFORE_PARAM_EXISTED)."""
-    for prefix, modes in MODE_ONLY_PARAMS.items():
-        if key.startswith(prefix) and run.mode not in modes:
-            return None
+    """The run's value of `key`; None where only other modes read the key (`mode_reads`) or where
+    it logged none, unless the key came after the run (VALUE_BEFORE_PARAM_EXISTED)."""
+    if not mode_reads(run, key):
+        return None
     return run.params.get(key, VALUE_BEFORE_PARAM_EXISTED.get(key))
 
 
 def differing_params(runs: Sequence[TrackedRun], ignore: Iterable[str] = EXECUTION_ONLY_PARAMS) -> list[str]:
-    """Param keys whose values are not identical across `runs` (absent counts as a value, and so
-    does a key the run's mode does not read: `relevant_param`)."""
+    """Param keys whose values are not identical across the `runs` whose mode reads them (absent
+    counts as a value: `relevant_param`). A key that only some modes read and all of those runs
+    agree on, such as a BEEP3D switch next to box_heuristic runs, does not differ."""
     skip = set(ignore)
     keys = sorted({k for r in runs for k in r.params} - skip)
-    return [k for k in keys if len({relevant_param(r, k) for r in runs}) > 1]
+    return [k for k in keys if len({relevant_param(r, k) for r in runs if mode_reads(r, k)}) > 1]
 
 
 def group_runs(runs: Sequence[TrackedRun], keys: Sequence[str]) -> list[tuple[tuple, list[TrackedRun]]]:

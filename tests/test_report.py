@@ -427,6 +427,7 @@ def test_runs_from_before_a_param_existed_group_with_runs_that_log_its_old_value
 def test_beep3d_parts_split_beep3d_and_two_stage_runs_only():
     def tracked(name: str, mode: str, seed: int, containment: str) -> TrackedRun:
         params = {"train.mode": mode, "train.seed": str(seed), "train.beep3d.prior_containment": containment}
+        params["train.beep3d.superpoint_vote"] = "True"  # the same in every run that reads it
         return TrackedRun(name, name, 0, params, {"evaluate/val_mAP": 0.2}, {"mode": mode})
 
     runs = [
@@ -439,6 +440,8 @@ def test_beep3d_parts_split_beep3d_and_two_stage_runs_only():
     ]
     assert differing_params(runs[:2]) == ["train.seed"]
     assert differing_params(runs[2:4]) == ["train.beep3d.prior_containment", "train.seed"]
+    # No column for a BEEP3D switch all beep3d and two_stage runs agree on (box_heuristic reads none).
+    assert differing_params(runs) == ["train.beep3d.prior_containment", "train.mode", "train.seed"]
     table = experiments_section(runs, None, None).split("Configurations over seeds")[1]
     groups = [
         line.split(" | ")[:3]
