@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import build, load_params, parse_yaml, section
-from pipeline.training import RunConfig
+from pipeline.config import load_params, parse_yaml, section
+from stages.train import load_run_config, run_config_from
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ def test_every_entry_names_existing_params_and_builds(name: str) -> None:
         section(params, key)  # raises ConfigError naming the missing part of a misspelt key
         section(changed, parent)[last] = parse_yaml(value)
         assert section(changed, key) != section(params, key), f"{name}: {key}={value} is the default"
-    build(RunConfig, {k: changed[k] for k in ("model", "data_loader", "train", "inference")}, "params")
+    run_config_from(changed)
 
 
 def test_queued_commands_apply_the_grid_wide_set_first_so_each_entry_switch_wins(tmp_path: Path) -> None:
@@ -72,10 +72,7 @@ def test_queued_commands_apply_the_grid_wide_set_first_so_each_entry_switch_wins
         params_file = tmp_path / f"{name}.yaml"
         shutil.copy(REPO / "params.yaml", params_file)
         apply_overrides(params_file, overrides)
-        params = load_params(params_file)
-        built[name] = build(
-            RunConfig, {k: params[k] for k in ("model", "data_loader", "train", "inference")}, "p"
-        )
+        built[name] = load_run_config(str(params_file))
     assert sorted(built) == sorted(f"abl-{n}-s{s}" for n in ablation_entries() for s in (0, 2))
     for name, cfg in built.items():
         assert cfg.data_loader.superpoints == "computed", name
