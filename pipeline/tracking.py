@@ -8,6 +8,12 @@ Policy choices, and why:
   which DVC deletes afterwards. For the same reason a sqlite store gets its artifact root set to
   `<project root>/mlartifacts` (absolute) when the experiment is created; MLflow's default is
   `./mlruns` of whatever the current directory is.
+- One process sets up a new sqlite store. MLflow creates a missing store's tables on first use
+  and upgrades an old one, and it does so without a lock: two queued experiments that open a new
+  `mlflow.db` at once (`dvc queue start -j 2`) both run the schema migrations, and one fails with
+  "duplicate column name". `Tracker.start` therefore opens a sqlite store and gets or creates its
+  experiment under an exclusive lock on `<db>.lock` beside it (`sqlite_store_lock`); later calls
+  need no lock, as sqlite serialises its own writes.
 - No global MLflow state. `Tracker` talks to one `MlflowClient` for one run; it never calls
   `mlflow.start_run` or `mlflow.set_tracking_uri`, so a test or a notebook that also uses MLflow
   cannot pick up or end this run by accident.
@@ -27,7 +33,9 @@ Policy choices, and why:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import os
 import re
@@ -123,6 +131,27 @@ def sqlite_path(tracking_uri: str) -> Path | None:
         return None
     path = tracking_uri[len(prefix) :].partition("?")[0]
     return None if path in ("", ":memory:") else Path(path)
+
+
+@contextlib.contextmanager
+def sqlite_store_lock(tracking_uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on `<db>.lock` while the block runs, for a `sqlite:///` store with a
+    path (no lock for other stores): see "One process sets up a new sqlite store" above.
+
+    The lock is `flock` on a file of its own, never on the database, whose locking belongs to
+    sqlite; the kernel releases it when the process dies, so a killed training leaves no stale lock.
+    """
+    db = sqlite_path(tracking_uri)
+    if db is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
 RUN_KEY_TAG = "run_key"
@@ -233,9 +262,10 @@ class Tracker:
         step = "opening the store"
         run_id: str | None = None
         try:
-            client = MlflowClient(tracking_uri=self.tracking_uri)
-            step = f"getting or creating experiment {self.experiment!r}"
-            experiment_id = self._experiment_id(client)
+            with sqlite_store_lock(self.tracking_uri):
+                client = MlflowClient(tracking_uri=self.tracking_uri)
+                step = f"getting or creating experiment {self.experiment!r}"
+                experiment_id = self._experiment_id(client)
             step = "creating the run"
             run = client.create_run(experiment_id, tags=_tag_dict(tags), run_name=run_name)
             run_id = run.info.run_id

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import multiprocessing
 import shutil
 import socket
 import subprocess
@@ -245,6 +246,44 @@ def test_calls_outside_a_started_run_are_refused(project: Path):
     with pytest.raises(ValueError, match="FINISHED"):
         tracker.end("DONE")
     tracker.end()
+
+
+def _start_a_run_when_all_are_ready(uri: str, artifact_root: str, barrier, results) -> None:
+    """One queued experiment's train stage, as far as the store is concerned."""
+    barrier.wait()
+    try:
+        with Tracker(uri, "beep3d", artifact_root, log=Messages()) as tracker:
+            tracker.start(None, {}, {"lr": 0.1})
+        results.put("ok")
+    except Exception as err:  # reported to the test, which names it
+        results.put(f"{type(err).__name__}: {err}")
+
+
+def test_parallel_trainings_can_create_a_new_store_together(tmp_path: Path):
+    # `dvc queue start -j 3` on a project with no mlflow.db yet: every worker's train stage opens
+    # the missing store at the same moment. Without the store lock, each one runs MLflow's schema
+    # migrations and all but one fail ("duplicate column name: step", or an alembic row mismatch).
+    uri = resolve_tracking_uri(tmp_path, env={})
+    artifact_root = default_artifact_root(uri, tmp_path)
+    spawn = multiprocessing.get_context("spawn")
+    barrier, results = spawn.Barrier(3), spawn.Queue()
+    workers = [
+        spawn.Process(target=_start_a_run_when_all_are_ready, args=(uri, artifact_root, barrier, results))
+        for _ in range(3)
+    ]
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get(timeout=300) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+    assert outcomes == ["ok"] * 3
+    assert len(MlflowClient(tracking_uri=uri).search_runs([find_experiment_id(uri, "beep3d")])) == 3
+
+
+def find_experiment_id(uri: str, name: str) -> str:
+    experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
+    assert experiment is not None
+    return experiment.experiment_id
 
 
 # --- failures --------------------------------------------------------------------------------
