@@ -262,7 +262,7 @@ def _start_a_run_when_all_are_ready(uri: str, artifact_root: str, barrier, resul
 def test_parallel_trainings_can_create_a_new_store_together(tmp_path: Path):
     # `dvc queue start -j 3` on a project with no mlflow.db yet: every worker's train stage opens
     # the missing store at the same moment. Without the store lock, each one runs MLflow's schema
-    # migrations and all but one fail ("duplicate column name: step", or an alembic row mismatch).
+    # migrations and some fail ("duplicate column name: step", or an alembic row mismatch).
     uri = resolve_tracking_uri(tmp_path, env={})
     artifact_root = default_artifact_root(uri, tmp_path)
     spawn = multiprocessing.get_context("spawn")
