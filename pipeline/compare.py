@@ -65,7 +65,7 @@ from pipeline.report import (
     md_table,
     mean_std,
 )
-from pipeline.tracking import redact_params, resolve_tracking_uri, sqlite_path
+from pipeline.tracking import open_client, redact_params, resolve_tracking_uri, sqlite_path
 
 # The MLflow experiment the train stage records into (stages.train.EXPERIMENT; not imported from
 # there because that module pulls in torch and the whole training; a test keeps the two equal).
@@ -497,10 +497,8 @@ def read_store(tracking_uri: str, experiment: str) -> list[TrackedRun]:
     db = sqlite_path(tracking_uri)
     if db is not None and not db.is_file():
         raise StoreUnavailable(f"no MLflow store at {db}")
-    from mlflow.tracking import MlflowClient
-
     try:
-        found = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment)
+        found = open_client(tracking_uri).get_experiment_by_name(experiment)
     except Exception as err:  # any store failure: one message naming the store
         raise StoreUnavailable(
             f"MLflow store {tracking_uri!r} unreadable: {type(err).__name__}: {err}"

@@ -47,6 +47,7 @@ from pipeline.tracking import (
     RunKey,
     TrackingError,
     find_run,
+    open_client,
     project_root_of,
     resolve_tracking_uri,
     sqlite_path,
@@ -335,11 +336,9 @@ def load_runs(tracking_uri: str, experiment_id: str) -> list[TrackedRun]:
         # Opening a missing sqlite store would create an empty one: a report must not write there.
         raise StoreUnavailable(f"no MLflow store at {db}")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from mlflow.tracking import MlflowClient
-
     runs: list[TrackedRun] = []
     try:
-        client = MlflowClient(tracking_uri=tracking_uri)
+        client = open_client(tracking_uri)
         token = None
         while True:
             page = client.search_runs(

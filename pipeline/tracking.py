@@ -8,12 +8,12 @@ Policy choices, and why:
   which DVC deletes afterwards. For the same reason a sqlite store gets its artifact root set to
   `<project root>/mlartifacts` (absolute) when the experiment is created; MLflow's default is
   `./mlruns` of whatever the current directory is.
-- One process sets up a new sqlite store. MLflow creates a missing store's tables on first use
-  and upgrades an old one, and it does so without a lock: two queued experiments that open a new
-  `mlflow.db` at once (`dvc queue start -j 2`) both run the schema migrations, and one fails with
-  "duplicate column name". `Tracker.start` therefore opens a sqlite store and gets or creates its
-  experiment under an exclusive lock on `<db>.lock` beside it (`sqlite_store_lock`); later calls
-  need no lock, as sqlite serialises its own writes.
+- One process sets up a new sqlite store. `MlflowClient` creates the tables of a store that has
+  none when it is constructed, without a lock: two queued experiments that open a new `mlflow.db`
+  at once (`dvc queue start -j 2`) both run the schema migrations, and one fails with "duplicate
+  column name". Every stage therefore gets its client from `open_client`, which constructs it
+  under an exclusive lock on `<db>.lock` beside a sqlite store; later calls need no lock, as
+  sqlite serialises its own writes.
 - No global MLflow state. `Tracker` talks to one `MlflowClient` for one run; it never calls
   `mlflow.start_run` or `mlflow.set_tracking_uri`, so a test or a notebook that also uses MLflow
   cannot pick up or end this run by accident.
@@ -33,7 +33,6 @@ Policy choices, and why:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import fcntl
 import hashlib
@@ -133,25 +132,23 @@ def sqlite_path(tracking_uri: str) -> Path | None:
     return None if path in ("", ":memory:") else Path(path)
 
 
-@contextlib.contextmanager
-def sqlite_store_lock(tracking_uri: str) -> Iterator[None]:
-    """Hold an exclusive lock on `<db>.lock` while the block runs, for a `sqlite:///` store with a
-    path (no lock for other stores): see "One process sets up a new sqlite store" above.
+def open_client(tracking_uri: str) -> MlflowClient:
+    """An `MlflowClient` on the store, constructed (which creates a new store's tables) under an
+    exclusive lock on `<db>.lock` for a `sqlite:///` store with a path: see "One process sets up a
+    new sqlite store" above.
 
     The lock is `flock` on a file of its own, never on the database, whose locking belongs to
     sqlite; the kernel releases it when the process dies, so a killed training leaves no stale lock.
     """
+    from mlflow.tracking import MlflowClient
+
     db = sqlite_path(tracking_uri)
     if db is None:
-        yield
-        return
+        return MlflowClient(tracking_uri=tracking_uri)
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(db.with_name(db.name + ".lock"), "a") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
+        fcntl.flock(lock_file, fcntl.LOCK_EX)  # released when the file closes
+        return MlflowClient(tracking_uri=tracking_uri)
 
 
 RUN_KEY_TAG = "run_key"
@@ -194,10 +191,8 @@ def find_run(tracking_uri: str, key: RunKey) -> RunInfo | None:
     db = sqlite_path(tracking_uri)
     if db is not None and not db.is_file():
         return None
-    from mlflow.tracking import MlflowClient
-
     try:
-        client = MlflowClient(tracking_uri=tracking_uri)
+        client = open_client(tracking_uri)
         experiment = client.get_experiment_by_name(key.experiment)
         if experiment is None:
             return None
@@ -257,15 +252,12 @@ class Tracker:
         """
         if self._run is not None:
             raise RuntimeError(f"Tracker.start called twice (run {self._run.run_id} already started)")
-        from mlflow.tracking import MlflowClient
-
         step = "opening the store"
         run_id: str | None = None
         try:
-            with sqlite_store_lock(self.tracking_uri):
-                client = MlflowClient(tracking_uri=self.tracking_uri)
-                step = f"getting or creating experiment {self.experiment!r}"
-                experiment_id = self._experiment_id(client)
+            client = open_client(self.tracking_uri)
+            step = f"getting or creating experiment {self.experiment!r}"
+            experiment_id = self._experiment_id(client)
             step = "creating the run"
             run = client.create_run(experiment_id, tags=_tag_dict(tags), run_name=run_name)
             run_id = run.info.run_id
@@ -295,11 +287,9 @@ class Tracker:
         """Continue logging to an existing run (e.g. the evaluate stage adding its metrics to the
         training's run, found by the key in reports/mlflow_run.json). Later calls follow the
         failure policy."""
-        from mlflow.tracking import MlflowClient
-
         if self._run is not None:
             raise RuntimeError(f"Tracker already holds run {self._run.run_id}")
-        self._client = MlflowClient(tracking_uri=info.tracking_uri)
+        self._client = open_client(info.tracking_uri)
         self._run = info
         self._ended = True  # the run's status belongs to the stage that created it
 
