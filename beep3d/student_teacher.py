@@ -27,6 +27,11 @@ Per batch (DESIGN section 1):
    which the teacher inherits through the EMA, and being a student-side aid that needs only boxes
    it runs in every mode, so `full` stays a fair upper bound. In beep3d mode, after the warm-up,
    the query and masked feature consistency losses (`beep3d.loss.consistency`).
+5. Student view (*ours*, `student_color_mask`, off by default): on the teacher's steps the student
+   may see a masked copy of the batch, the colours of a random fraction of superpoints zeroed,
+   while the teacher sees it whole (`masked_student_batch`). DESIGN leaves the student's input open
+   ("may see a masked/augmented input"); with the same view for both, the consistency losses tie
+   the student to its own lagged copy.
 
 Ground truth never enters: everything here reads `batch["supervision"]` (boxes, superpoints).
 """
@@ -74,8 +79,13 @@ class Beep3dConfig:
     feature_consistency: bool
     feature_consistency_weight: float
     teacher_every: int  # *ours*: the teacher runs on every this-many-th step after the warm-up
+    # *Ours*: on the teacher's steps, the fraction of superpoints whose colours the student does not
+    # see (the teacher sees them); 0 = one view for both.
+    student_color_mask: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.student_color_mask < 1.0:
+            raise ValueError(f"student_color_mask must be in [0, 1) (0 = off), got {self.student_color_mask}")
         if self.teacher_every < 1:
             raise ValueError(f"teacher_every must be >= 1, got {self.teacher_every}")
         if self.teacher_every > 1 and self.pseudo_masks:
@@ -228,6 +238,35 @@ def beep3d_targets(
         box_targets(pseudo_assignment(sup, prob, cfg), sup)
         for sup, prob in zip(batch["supervision"], view.box_prob, strict=True)
     ]
+
+
+def masked_student_batch(
+    batch: dict[str, Any], fraction: float, generator: torch.Generator
+) -> dict[str, Any]:
+    """The student's view of `batch` (*ours*): the colours of a random `fraction` of the batch's
+    superpoints set to 0 (the middle of the [-1, 1] colour range) in every voxel holding one of
+    their points; positions, superpoints and supervision stay. A shallow copy: `batch` is not
+    changed. Whole superpoints are masked, not single voxels, so that the student must place a
+    segment from its shape and its neighbours, as a segment whose owner is ambiguous must be.
+
+    generator: on the batch's device; the draw depends on it alone (resumable, reproducible).
+    """
+    feats = batch["feats"]
+    n_sp = len(batch["sp_xyz"])
+    masked_sp = torch.rand(n_sp, generator=generator, device=feats.device) < fraction
+    masked_voxel = torch.zeros(len(feats), dtype=torch.bool, device=feats.device)
+    masked_voxel[batch["point_voxel"][masked_sp[batch["superpoint"]]]] = True
+    student_feats = feats.clone()
+    student_feats[masked_voxel, :3] = 0.0  # rgb columns; xyz (columns 3-5) stays
+    return {**batch, "feats": student_feats}
+
+
+def student_view_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
+    """The masking draw of one step: a function of (seed, step, rank) only, so a resumed run masks
+    the same superpoints as an uninterrupted one and the ranks of a distributed run differ."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed((seed * 1_000_003 + step) * 1_009 + rank)
+    return generator
 
 
 def student_losses(

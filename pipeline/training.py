@@ -73,7 +73,14 @@ from beep3d.loss.criterion import Criterion, CriterionConfig
 from beep3d.model.ema import EmaTeacher, ema_rate
 from beep3d.model.model import BoxInstanceModel, ModelConfig
 from beep3d.precision import AMP_DTYPES, AmpMode, Precision, precision_for
-from beep3d.student_teacher import Beep3dConfig, StudentObjective, beep3d_targets, teacher_view
+from beep3d.student_teacher import (
+    Beep3dConfig,
+    StudentObjective,
+    beep3d_targets,
+    masked_student_batch,
+    student_view_generator,
+    teacher_view,
+)
 from beep3d.two_stage import TwoStageConfig, label_scenes
 from pipeline import distributed
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
@@ -166,6 +173,9 @@ def fingerprint(cfg: RunConfig, processed_dir: Path) -> str:
     # Likewise `train.beep3d.teacher_every` at its default (1, the teacher on every step).
     if params["train"]["beep3d"]["teacher_every"] == 1:
         del params["train"]["beep3d"]["teacher_every"]
+    # And `train.beep3d.student_color_mask` off (0, one view for student and teacher).
+    if params["train"]["beep3d"]["student_color_mask"] == 0:
+        del params["train"]["beep3d"]["student_color_mask"]
     h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
     h.update(data_hash(processed_dir).encode())
     return h.hexdigest()[:16]
@@ -282,8 +292,12 @@ class TrainingRun:
                     self.teacher.model, batch, t.beep3d.center_queries, self.criterion, self.precision
                 )
             targets = beep3d_targets(batch, view, t.beep3d)
+        student_batch = batch
+        if view is not None and t.beep3d.student_color_mask > 0:  # the teacher saw `batch` whole
+            generator = student_view_generator(t.seed, step, self.ranks.rank, self.device)
+            student_batch = masked_student_batch(batch, t.beep3d.student_color_mask, generator)
         with across_ranks(self.ranks.distributed):  # batch statistics and means over all ranks' scenes
-            losses = self.objective(batch, targets, view)
+            losses = self.objective(student_batch, targets, view)
             result = optimizer_step(self.model, self.optimizer, losses, step, lr, t.optim.grad_clip)
         # Each rank's terms are its share of the batch-wide means: their mean over the ranks is
         # the loss of the whole batch, the figure one process would report.

@@ -114,7 +114,11 @@ def test_instance_ious_over_all_and_ambiguous_points() -> None:
 
 
 def tiny_run_config(
-    mode: str, box_query_inside: bool = False, teacher_every: int = 1, **train_overrides
+    mode: str,
+    box_query_inside: bool = False,
+    teacher_every: int = 1,
+    student_color_mask: float = 0.0,
+    **train_overrides,
 ) -> RunConfig:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["model"].update(
@@ -128,6 +132,7 @@ def tiny_run_config(
     t["beep3d"]["pseudo_warmup_steps"] = 1  # the teacher's pseudo-masks and the losses run in epoch 1
     if teacher_every > 1:  # the teacher on some steps only, which its pseudo-masks may not be
         t["beep3d"].update(teacher_every=teacher_every, pseudo_masks=False)
+    t["beep3d"]["student_color_mask"] = student_color_mask
     t["two_stage"]["labeler_epochs"] = 2
     params["inference"]["min_points"] = 10
     return build(RunConfig, {k: params[k] for k in ("model", "data_loader", "train", "inference")}, "params")
@@ -173,25 +178,26 @@ def trained_weights(cfg: RunConfig, processed: Path, resume: Path) -> dict[str, 
 
 
 @pytest.mark.parametrize(
-    ("mode", "box_query_inside", "teacher_every"),
+    ("mode", "box_query_inside", "teacher_every", "student_color_mask"),
     [
-        ("beep3d", False, 1),
-        ("beep3d", True, 1),
-        ("beep3d", False, 2),
-        ("box_heuristic", False, 1),
-        ("two_stage", False, 1),
+        ("beep3d", False, 1, 0.0),
+        ("beep3d", True, 1, 0.0),
+        ("beep3d", False, 2, 0.0),
+        ("beep3d", False, 1, 0.5),
+        ("box_heuristic", False, 1, 0.0),
+        ("two_stage", False, 1, 0.0),
     ],
 )
 def test_box_supervised_weights_ignore_the_ground_truth_masks(
-    mode: str, box_query_inside: bool, teacher_every: int, real_and_permuted: tuple[Path, Path],
-    tmp_path: Path,
+    mode: str, box_query_inside: bool, teacher_every: int, student_color_mask: float,
+    real_and_permuted: tuple[Path, Path], tmp_path: Path,
 ) -> None:  # fmt: skip
     """Permuting the per-point ground truth of the training scenes leaves every trained weight
     (student and teacher), every loss and two_stage's fixed labels bitwise identical, with
     evaluations (which do read ground truth, for val AP and pseudo-mask monitoring) running after
-    every epoch. The box prior (params.yaml's defaults), box queries restricted to their box and
-    the teacher on every other step are on the paths covered."""
-    cfg = tiny_run_config(mode, box_query_inside, teacher_every)
+    every epoch. The box prior (params.yaml's defaults), box queries restricted to their box, the
+    teacher on every other step and the student's masked view are on the paths covered."""
+    cfg = tiny_run_config(mode, box_query_inside, teacher_every, student_color_mask)
     assert cfg.train.beep3d.prior_containment > 0 and cfg.train.beep3d.prior_objects_first
     real, permuted = real_and_permuted
     a = trained_weights(cfg, real, tmp_path / "a")
@@ -283,3 +289,74 @@ def test_teacher_every_refuses_zero_and_the_teachers_pseudo_masks() -> None:
     every_third = dataclasses.replace(base, teacher_every=3, pseudo_masks=False)
     warmup = base.pseudo_warmup_steps
     assert [s for s in range(warmup + 9) if every_third.teacher_needed(s)] == [warmup, warmup + 3, warmup + 6]
+
+
+def test_masked_student_batch_zeroes_the_colours_of_whole_superpoints(
+    real_and_permuted: tuple[Path, Path],
+) -> None:
+    """Only rgb changes, only in voxels holding points of masked superpoints, every such voxel;
+    the same generator seed draws the same superpoints and the caller's batch is left as it was."""
+    from beep3d.data.dataset import SceneDataset, make_loader
+    from beep3d.student_teacher import masked_student_batch, student_view_generator
+
+    cfg = tiny_run_config("beep3d")
+    data = SceneDataset(real_and_permuted[0], "train", cfg.data_loader, with_ground_truth=False, train=True)
+    batch = next(iter(make_loader(data, 2, shuffle=False, seed=0, num_workers=0)))
+    original = batch["feats"].clone()
+    cpu = torch.device("cpu")
+    view = masked_student_batch(batch, 0.5, student_view_generator(0, 7, 0, cpu))
+    again = masked_student_batch(batch, 0.5, student_view_generator(0, 7, 0, cpu))
+    other_step = masked_student_batch(batch, 0.5, student_view_generator(0, 8, 0, cpu))
+    assert torch.equal(batch["feats"], original)
+    assert torch.equal(view["feats"], again["feats"]) and not torch.equal(view["feats"], other_step["feats"])
+    assert torch.equal(view["feats"][:, 3:], original[:, 3:])  # positions stay
+    assert view["supervision"] is batch["supervision"] and view["superpoint"] is batch["superpoint"]
+    changed = (view["feats"][:, :3] != original[:, :3]).any(dim=1)
+    assert bool((view["feats"][changed, :3] == 0).all())
+    # Whole superpoints: every changed voxel holds a point of a superpoint whose points all lie in
+    # zeroed voxels, and about half of the superpoints are such.
+    point_zeroed = (view["feats"][:, :3] == 0).all(dim=1)[batch["point_voxel"]].float()
+    n_sp = len(batch["sp_xyz"])
+    share = torch.zeros(n_sp).index_add_(0, batch["superpoint"], point_zeroed) / torch.bincount(
+        batch["superpoint"], minlength=n_sp
+    ).clamp(min=1)
+    whole = share == 1.0
+    explained = torch.zeros(len(original), dtype=torch.bool)
+    explained[batch["point_voxel"][whole[batch["superpoint"]]]] = True
+    assert bool(explained[changed].all())
+    assert 0.3 < float(whole.float().mean()) < 0.7
+
+
+def test_the_students_masked_view_changes_training_and_not_the_teachers_input(
+    real_and_permuted: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """student_color_mask trains other weights than one shared view (so the permutation test's
+    masked case runs a path of its own), and within a step the teacher still sees whole colours."""
+    from beep3d.data.dataset import SceneDataset, make_loader
+    from pipeline.training import TrainingRun
+
+    plain = trained_weights(tiny_run_config("beep3d", eval_every=0), real_and_permuted[0], tmp_path / "a")
+    masked = trained_weights(
+        tiny_run_config("beep3d", student_color_mask=0.5, eval_every=0), real_and_permuted[0], tmp_path / "b"
+    )
+    assert any(not torch.equal(plain[k], masked[k]) for k in plain if not k.startswith("loss."))
+
+    cfg = tiny_run_config("beep3d", student_color_mask=0.5, eval_every=0)
+    run = TrainingRun(cfg, real_and_permuted[0], torch.device("cpu"))
+    data = SceneDataset(real_and_permuted[0], "train", cfg.data_loader, with_ground_truth=False, train=True)
+    batch = next(iter(make_loader(data, 2, shuffle=False, seed=0, num_workers=0)))
+    seen: dict[str, torch.Tensor] = {}
+    teacher_forward, student_forward = run.teacher.model.forward, run.model.encode
+
+    def teacher_spy(b, *args, **kwargs):
+        seen["teacher"] = b["feats"].clone()
+        return teacher_forward(b, *args, **kwargs)
+
+    def student_spy(b, *args, **kwargs):
+        seen["student"] = b["feats"].clone()
+        return student_forward(b, *args, **kwargs)
+
+    run.teacher.model.forward, run.model.encode = teacher_spy, student_spy
+    run.step(batch, cfg.train.beep3d.pseudo_warmup_steps, 1e-3)
+    assert torch.equal(seen["teacher"], batch["feats"])
+    assert not torch.equal(seen["student"], batch["feats"])
