@@ -81,7 +81,7 @@ class Beep3dConfig:
     teacher_every: int  # *ours*: the teacher runs on every this-many-th step after the warm-up
     # *Ours*: on the teacher's steps, the fraction of superpoints whose colours the student does not
     # see (the teacher sees them); 0 = one view for both.
-    student_color_mask: float = 0.0
+    student_color_mask: float
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.student_color_mask < 1.0:

@@ -41,6 +41,7 @@ and logs; at the end every rank's student and teacher must be bitwise equal (che
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import time
@@ -158,24 +159,29 @@ class TrainResult:
     train_seconds: float = 0.0  # wall time this process spent training (see the module docstring)
 
 
+# Params that came after checkpoints had been written, with the value those runs trained with.
+# At that value a param is left out of the fingerprint, so the old runs' fingerprints, and every
+# recorded output of such a run, stay as they were; any other value is hashed, so e.g. fp32 and
+# bf16 (`amp`), or one view and the student's masked view, never resume each other's state.
+FINGERPRINT_OMITS_AT: dict[tuple[str, ...], Any] = {
+    ("train", "amp"): "off",
+    ("train", "beep3d", "teacher_every"): 1,  # the teacher on every step
+    ("train", "beep3d", "student_color_mask"): 0.0,  # one view for student and teacher
+}
+
+
 def fingerprint(cfg: RunConfig, processed_dir: Path) -> str:
     """Hash of every param that shapes training plus the processed data's scene/box tables.
     `train.two_stage` shapes two_stage runs only: the other modes' fingerprints leave it out, so
-    their checkpoints stay valid whatever it says."""
+    their checkpoints stay valid whatever it says. Params of `FINGERPRINT_OMITS_AT` are left out
+    at their value there."""
     params = dataclasses.asdict(cfg)
     if cfg.train.mode not in ("two_stage", LABELER_MODE):
         del params["train"]["two_stage"]
-    # `train.amp` came after fp32 checkpoints were written: left out at its default ("off"), so
-    # their fingerprint, and every recorded output of an fp32 run, stays as it was. A bf16 run
-    # hashes it, so fp32 and bf16 never resume each other's state.
-    if params["train"]["amp"] == "off":
-        del params["train"]["amp"]
-    # Likewise `train.beep3d.teacher_every` at its default (1, the teacher on every step).
-    if params["train"]["beep3d"]["teacher_every"] == 1:
-        del params["train"]["beep3d"]["teacher_every"]
-    # And `train.beep3d.student_color_mask` off (0, one view for student and teacher).
-    if params["train"]["beep3d"]["student_color_mask"] == 0:
-        del params["train"]["beep3d"]["student_color_mask"]
+    for (*path, key), value in FINGERPRINT_OMITS_AT.items():
+        parent = functools.reduce(dict.__getitem__, path, params)
+        if parent[key] == value:
+            del parent[key]
     h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
     h.update(data_hash(processed_dir).encode())
     return h.hexdigest()[:16]
