@@ -31,7 +31,10 @@ Per batch (DESIGN section 1):
    may see a masked copy of the batch, the colours of a random fraction of superpoints zeroed,
    while the teacher sees it whole (`masked_student_batch`). DESIGN leaves the student's input open
    ("may see a masked/augmented input"); with the same view for both, the consistency losses tie
-   the student to its own lagged copy.
+   the student to its own lagged copy. `student_color_mask_losses` says which losses read the
+   masked view: "all" (one student pass on it), or "consistency" (the supervised losses on the
+   whole batch, the query and masked feature consistency losses from a second student pass on the
+   masked copy: the view only asks the student to match the teacher, as masked consistency does).
 
 Ground truth never enters: everything here reads `batch["supervision"]` (boxes, superpoints).
 """
@@ -55,6 +58,8 @@ from beep3d.loss.targets import (
 )
 from beep3d.model.model import BoxInstanceModel, SceneQueries
 from beep3d.precision import FP32, Precision
+
+MASKED_VIEW_LOSSES = ("all", "consistency")  # values of Beep3dConfig.student_color_mask_losses
 
 
 @dataclass(frozen=True)
@@ -82,10 +87,18 @@ class Beep3dConfig:
     # *Ours*: on the teacher's steps, the fraction of superpoints whose colours the student does not
     # see (the teacher sees them); 0 = one view for both.
     student_color_mask: float
+    # *Ours*: which student losses read the masked view: "all" | "consistency" (QC and MFC only,
+    # from a second student pass). Read only where student_color_mask > 0.
+    student_color_mask_losses: str
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.student_color_mask < 1.0:
             raise ValueError(f"student_color_mask must be in [0, 1) (0 = off), got {self.student_color_mask}")
+        if self.student_color_mask_losses not in MASKED_VIEW_LOSSES:
+            raise ValueError(
+                f"student_color_mask_losses must be one of {', '.join(MASKED_VIEW_LOSSES)}, "
+                f"got {self.student_color_mask_losses!r}"
+            )
         if self.teacher_every < 1:
             raise ValueError(f"teacher_every must be >= 1, got {self.teacher_every}")
         if self.teacher_every > 1 and self.pseudo_masks:
@@ -278,12 +291,16 @@ def student_losses(
     view: TeacherView | None = None,
     cfg: Beep3dConfig | None = None,
     precision: Precision = FP32,
+    consistency_batch: dict[str, Any] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every loss term of the student (scalar tensors) and their weighted "total".
 
     targets: per scene, with "box_index" naming each target's box (box queries sit at its centre).
     view / cfg: the teacher's view and the BEEP3D switches, for the consistency losses (beep3d
     mode after the warm-up); None otherwise.
+    consistency_batch: another view of `batch` (same voxels and superpoints, e.g. the masked copy)
+    from which a second student pass makes the consistency losses; None: they read `batch`'s pass.
+    The query consistency pairs come from the matching on `batch`'s pass.
     precision: the student's forward passes under autocast (`train.amp`); their outputs are cast
     to fp32 before the matcher and the losses.
     Keys: the criterion's terms; "boxq/<term>" and "boxq/total" for the box-query loss; "qc" and
@@ -308,12 +325,22 @@ def student_losses(
         box_losses = criterion(box_out, targets, one_to_one, fixed_assignment=True)
         losses.update({f"boxq/{k}": v for k, v in box_losses.items() if "/" not in k})
         total = total + box_query_weight * box_losses["total"]
+    consistency_out = out
+    if view is not None and cfg is not None and consistency_batch is not None:
+        if cfg.query_consistency or cfg.feature_consistency:
+            with precision.autocast():
+                consistency_out = student.decode(student.encode(consistency_batch))
+            consistency_out = precision.outputs(consistency_out)
     if view is not None and cfg is not None and cfg.query_consistency:
-        losses["qc"] = query_consistency_loss(out["query_content"], indices, view.content, view.valid)
+        losses["qc"] = query_consistency_loss(
+            consistency_out["query_content"], indices, view.content, view.valid
+        )
         total = total + cfg.query_consistency_weight * losses["qc"]
     if view is not None and cfg is not None and cfg.feature_consistency:
         sp_offsets = batch["sp_offsets"].tolist()
-        student_feats = [out["sp_feats"][sp_offsets[b] : sp_offsets[b + 1]] for b in range(len(targets))]
+        student_feats = [
+            consistency_out["sp_feats"][sp_offsets[b] : sp_offsets[b + 1]] for b in range(len(targets))
+        ]
         losses["mfc"] = masked_feature_consistency_loss(
             student_feats, view.sp_feats, [t["masks"] for t in targets], [t["mask_valid"] for t in targets]
         )
@@ -343,9 +370,13 @@ class StudentObjective(torch.nn.Module):
         self.precision = precision
 
     def forward(
-        self, batch: dict[str, Any], targets: list[dict[str, torch.Tensor]], view: TeacherView | None
+        self,
+        batch: dict[str, Any],
+        targets: list[dict[str, torch.Tensor]],
+        view: TeacherView | None,
+        consistency_batch: dict[str, Any] | None = None,
     ) -> dict[str, torch.Tensor]:
         return student_losses(
             self.student, self.criterion, batch, targets, self.box_query_weight, view, self.cfg,
-            self.precision,
+            self.precision, consistency_batch,
         )  # fmt: skip

@@ -70,13 +70,15 @@ EXECUTION_ONLY_PARAMS = frozenset(
 MODE_ONLY_PARAMS = {"train.two_stage.": ("two_stage",), "train.beep3d.": ("beep3d", "two_stage")}
 # Params added after runs had been logged, with the value a run from before the param existed ran
 # with: fp32 (`train.amp`), the teacher on every step (`teacher_every`), one view for student and
-# teacher (`student_color_mask`), in-training evaluations over every val scene (`val_scenes`,
+# teacher (`student_color_mask`) and, with the masked view, every loss reading it
+# (`student_color_mask_losses`), in-training evaluations over every val scene (`val_scenes`,
 # which came with the 120-scene val split). A run that logged no value is read as that value, so
 # old and new runs of one configuration share a row of the experiments table.
 VALUE_BEFORE_PARAM_EXISTED = {
     "train.amp": "off",
     "train.beep3d.teacher_every": "1",
     "train.beep3d.student_color_mask": "0.0",
+    "train.beep3d.student_color_mask_losses": "all",
     "train.val_scenes": "0",
 }
 RUN_METRICS = (

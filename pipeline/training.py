@@ -167,6 +167,7 @@ FINGERPRINT_OMITS_AT: dict[tuple[str, ...], Any] = {
     ("train", "amp"): "off",
     ("train", "beep3d", "teacher_every"): 1,  # the teacher on every step
     ("train", "beep3d", "student_color_mask"): 0.0,  # one view for student and teacher
+    ("train", "beep3d", "student_color_mask_losses"): "all",  # the masked view feeds every loss
 }
 
 
@@ -298,12 +299,16 @@ class TrainingRun:
                     self.teacher.model, batch, t.beep3d.center_queries, self.criterion, self.precision
                 )
             targets = beep3d_targets(batch, view, t.beep3d)
-        student_batch = batch
+        student_batch, consistency_batch = batch, None
         if view is not None and t.beep3d.student_color_mask > 0:  # the teacher saw `batch` whole
             generator = student_view_generator(t.seed, step, self.ranks.rank, self.device)
-            student_batch = masked_student_batch(batch, t.beep3d.student_color_mask, generator)
+            masked = masked_student_batch(batch, t.beep3d.student_color_mask, generator)
+            if t.beep3d.student_color_mask_losses == "consistency":
+                consistency_batch = masked
+            else:
+                student_batch = masked
         with across_ranks(self.ranks.distributed):  # batch statistics and means over all ranks' scenes
-            losses = self.objective(student_batch, targets, view)
+            losses = self.objective(student_batch, targets, view, consistency_batch)
             result = optimizer_step(self.model, self.optimizer, losses, step, lr, t.optim.grad_clip)
         # Each rank's terms are its share of the batch-wide means: their mean over the ranks is
         # the loss of the whole batch, the figure one process would report.

@@ -144,15 +144,17 @@ def test_off_never_enters_autocast_nor_casts(processed: Path, tmp_path: Path, mo
 
 
 def test_fp32_fingerprint_is_the_one_from_before_the_amp_param(processed: Path) -> None:
-    """Resume state written before `train.amp`, `train.beep3d.teacher_every` and
-    `train.beep3d.student_color_mask` existed still resumes, and fp32 runs record the same
-    checkpoints as before; bf16 and fp32 never resume each other, nor do runs with the teacher on
-    every step and on every k-th, nor runs with one view and with the student's masked view."""
+    """Resume state written before `train.amp`, `train.beep3d.teacher_every`,
+    `train.beep3d.student_color_mask` and `student_color_mask_losses` existed still resumes, and
+    fp32 runs record the same checkpoints as before; bf16 and fp32 never resume each other, nor do
+    runs with the teacher on every step and on every k-th, nor runs with one view and with the
+    student's masked view, nor masked views that feed different losses."""
     cfg = tiny_run_config("beep3d")
     params = dataclasses.asdict(cfg)
     del params["train"]["amp"]
     del params["train"]["beep3d"]["teacher_every"]
     del params["train"]["beep3d"]["student_color_mask"]
+    del params["train"]["beep3d"]["student_color_mask_losses"]
     del params["train"]["two_stage"]  # beep3d's fingerprint leaves two_stage's params out as well
     before = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
     before.update(data_hash(processed).encode())
@@ -165,3 +167,8 @@ def test_fp32_fingerprint_is_the_one_from_before_the_amp_param(processed: Path) 
     two_views = dataclasses.replace(cfg.train.beep3d, student_color_mask=0.5)
     masked = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, beep3d=two_views))
     assert fingerprint(masked, processed) != fingerprint(cfg, processed)
+    consistency_only = dataclasses.replace(two_views, student_color_mask_losses="consistency")
+    masked_for_consistency = dataclasses.replace(
+        cfg, train=dataclasses.replace(cfg.train, beep3d=consistency_only)
+    )
+    assert len({fingerprint(c, processed) for c in (cfg, masked, masked_for_consistency)}) == 3

@@ -118,6 +118,7 @@ def tiny_run_config(
     box_query_inside: bool = False,
     teacher_every: int = 1,
     student_color_mask: float = 0.0,
+    student_color_mask_losses: str = "all",
     **train_overrides,
 ) -> RunConfig:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -132,7 +133,9 @@ def tiny_run_config(
     t["beep3d"]["pseudo_warmup_steps"] = 1  # the teacher's pseudo-masks and the losses run in epoch 1
     if teacher_every > 1:  # the teacher on some steps only, which its pseudo-masks may not be
         t["beep3d"].update(teacher_every=teacher_every, pseudo_masks=False)
-    t["beep3d"]["student_color_mask"] = student_color_mask
+    t["beep3d"].update(
+        student_color_mask=student_color_mask, student_color_mask_losses=student_color_mask_losses
+    )
     t["two_stage"]["labeler_epochs"] = 2
     params["inference"]["min_points"] = 10
     return build(RunConfig, {k: params[k] for k in ("model", "data_loader", "train", "inference")}, "params")
@@ -178,26 +181,28 @@ def trained_weights(cfg: RunConfig, processed: Path, resume: Path) -> dict[str, 
 
 
 @pytest.mark.parametrize(
-    ("mode", "box_query_inside", "teacher_every", "student_color_mask"),
+    ("mode", "box_query_inside", "teacher_every", "student_color_mask", "masked_view_losses"),
     [
-        ("beep3d", False, 1, 0.0),
-        ("beep3d", True, 1, 0.0),
-        ("beep3d", False, 2, 0.0),
-        ("beep3d", False, 1, 0.5),
-        ("box_heuristic", False, 1, 0.0),
-        ("two_stage", False, 1, 0.0),
+        ("beep3d", False, 1, 0.0, "all"),
+        ("beep3d", True, 1, 0.0, "all"),
+        ("beep3d", False, 2, 0.0, "all"),
+        ("beep3d", False, 1, 0.5, "all"),
+        ("beep3d", False, 1, 0.5, "consistency"),
+        ("box_heuristic", False, 1, 0.0, "all"),
+        ("two_stage", False, 1, 0.0, "all"),
     ],
 )
 def test_box_supervised_weights_ignore_the_ground_truth_masks(
     mode: str, box_query_inside: bool, teacher_every: int, student_color_mask: float,
-    real_and_permuted: tuple[Path, Path], tmp_path: Path,
+    masked_view_losses: str, real_and_permuted: tuple[Path, Path], tmp_path: Path,
 ) -> None:  # fmt: skip
     """Permuting the per-point ground truth of the training scenes leaves every trained weight
     (student and teacher), every loss and two_stage's fixed labels bitwise identical, with
     evaluations (which do read ground truth, for val AP and pseudo-mask monitoring) running after
     every epoch. The box prior (params.yaml's defaults), box queries restricted to their box, the
-    teacher on every other step and the student's masked view are on the paths covered."""
-    cfg = tiny_run_config(mode, box_query_inside, teacher_every, student_color_mask)
+    teacher on every other step and the student's masked view (feeding every loss, or the
+    consistency losses only) are on the paths covered."""
+    cfg = tiny_run_config(mode, box_query_inside, teacher_every, student_color_mask, masked_view_losses)
     assert cfg.train.beep3d.prior_containment > 0 and cfg.train.beep3d.prior_objects_first
     real, permuted = real_and_permuted
     a = trained_weights(cfg, real, tmp_path / "a")
@@ -360,3 +365,51 @@ def test_the_students_masked_view_changes_training_and_not_the_teachers_input(
     run.step(batch, cfg.train.beep3d.pseudo_warmup_steps, 1e-3)
     assert torch.equal(seen["teacher"], batch["feats"])
     assert not torch.equal(seen["student"], batch["feats"])
+
+
+def test_the_masked_view_for_consistency_only_leaves_the_supervised_losses_to_the_whole_batch(
+    real_and_permuted: tuple[Path, Path],
+) -> None:
+    """student_color_mask_losses "consistency": the teacher and the student's first pass see whole
+    colours, a second student pass sees the masked copy; the supervised terms of the step are
+    bitwise those of one view, the consistency terms are not."""
+    from beep3d.data.dataset import SceneDataset, make_loader
+    from pipeline.training import TrainingRun
+
+    def one_step(cfg: RunConfig, spy: bool) -> tuple[dict[str, float], list[torch.Tensor]]:
+        torch.manual_seed(cfg.train.seed)
+        run = TrainingRun(cfg, real_and_permuted[0], torch.device("cpu"))
+        data = SceneDataset(
+            real_and_permuted[0], "train", cfg.data_loader, with_ground_truth=False, train=True
+        )
+        batch = next(iter(make_loader(data, 2, shuffle=False, seed=0, num_workers=0)))
+        seen: list[torch.Tensor] = [batch["feats"].clone()]
+        if spy:
+            encode = run.model.encode
+
+            def student_spy(b, *args, **kwargs):
+                seen.append(b["feats"].clone())
+                return encode(b, *args, **kwargs)
+
+            run.model.encode = student_spy
+        return run.step(batch, cfg.train.beep3d.pseudo_warmup_steps, 1e-3), seen
+
+    plain, _ = one_step(tiny_run_config("beep3d", eval_every=0), spy=False)
+    masked, seen = one_step(
+        tiny_run_config(
+            "beep3d", student_color_mask=0.5, student_color_mask_losses="consistency", eval_every=0
+        ),
+        spy=True,
+    )
+    whole, first_pass, second_pass = seen
+    assert torch.equal(first_pass, whole) and not torch.equal(second_pass, whole)
+    assert torch.equal(second_pass[:, 3:], whole[:, 3:])
+    supervised = [k for k in plain if k not in ("qc", "mfc", "total") and isinstance(plain[k], float)]
+    assert "dice" in supervised and "boxq/total" in supervised
+    assert {k: masked[k] for k in supervised} == {k: plain[k] for k in supervised}
+    assert masked["qc"] != plain["qc"] and masked["mfc"] != plain["mfc"]
+
+
+def test_student_color_mask_losses_refuses_an_unknown_value() -> None:
+    with pytest.raises(ValueError, match="student_color_mask_losses must be one of all, consistency"):
+        tiny_run_config("beep3d", student_color_mask=0.5, student_color_mask_losses="supervised")
