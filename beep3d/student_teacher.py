@@ -42,7 +42,7 @@ Ground truth never enters: everything here reads `batch["supervision"]` (boxes, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -58,8 +58,6 @@ from beep3d.loss.targets import (
 )
 from beep3d.model.model import BoxInstanceModel, SceneQueries
 from beep3d.precision import FP32, Precision
-
-MASKED_VIEW_LOSSES = ("all", "consistency")  # values of Beep3dConfig.student_color_mask_losses
 
 
 @dataclass(frozen=True)
@@ -89,16 +87,11 @@ class Beep3dConfig:
     student_color_mask: float
     # *Ours*: which student losses read the masked view: "all" | "consistency" (QC and MFC only,
     # from a second student pass). Read only where student_color_mask > 0.
-    student_color_mask_losses: str
+    student_color_mask_losses: Literal["all", "consistency"]
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.student_color_mask < 1.0:
             raise ValueError(f"student_color_mask must be in [0, 1) (0 = off), got {self.student_color_mask}")
-        if self.student_color_mask_losses not in MASKED_VIEW_LOSSES:
-            raise ValueError(
-                f"student_color_mask_losses must be one of {', '.join(MASKED_VIEW_LOSSES)}, "
-                f"got {self.student_color_mask_losses!r}"
-            )
         if self.teacher_every < 1:
             raise ValueError(f"teacher_every must be >= 1, got {self.teacher_every}")
         if self.teacher_every > 1 and self.pseudo_masks:
@@ -325,12 +318,14 @@ def student_losses(
         box_losses = criterion(box_out, targets, one_to_one, fixed_assignment=True)
         losses.update({f"boxq/{k}": v for k, v in box_losses.items() if "/" not in k})
         total = total + box_query_weight * box_losses["total"]
-    consistency_out = out
-    if view is not None and cfg is not None and consistency_batch is not None:
-        if cfg.query_consistency or cfg.feature_consistency:
-            with precision.autocast():
-                consistency_out = student.decode(student.encode(consistency_batch))
-            consistency_out = precision.outputs(consistency_out)
+    consistency_out = out  # the pass the consistency losses read
+    if (
+        view is not None and cfg is not None and consistency_batch is not None
+        and (cfg.query_consistency or cfg.feature_consistency)
+    ):  # fmt: skip
+        with precision.autocast():
+            consistency_out = student.decode(student.encode(consistency_batch))
+        consistency_out = precision.outputs(consistency_out)
     if view is not None and cfg is not None and cfg.query_consistency:
         losses["qc"] = query_consistency_loss(
             consistency_out["query_content"], indices, view.content, view.valid
