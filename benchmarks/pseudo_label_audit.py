@@ -20,7 +20,12 @@ trains) and prints:
    model's best box query name the ground-truth owner (object vs object: superpoints lying wholly
    inside >= 2 object boxes), weighted by points. A learned labeler earns its place where it beats
    the prior there, and where the model disagrees with the prior, how often the prior is wrong
-   (whether the model could flag the prior's mistakes).
+   (whether the model could flag the prior's mistakes). Then, over the points the box prior's labels
+   give to an object box, whether the model's query for that box scores the box's own instance
+   above the points that are not its instance's (unboxed items lying in the box, unannotated
+   points): the AUC of that score, and the labels' IoU when the points it scores below a threshold
+   are taken out of the box (`box_query_gate`). A labeler that could tell a pillow from its bed
+   would show here first.
 3. With `--per-class`: per benchmark class, what the classic heuristic and the configured box prior
    get wrong, as shares of the class's true points: the points they miss, and the extra points they
    add, split by whose points those are: unannotated points, another instance that has a box, or
@@ -36,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from scipy.stats import mannwhitneyu
 
 from beep3d.data.dataset import DataConfig, SceneDataset, make_loader
 from beep3d.eval.pseudo_masks import instance_ious
@@ -62,6 +68,11 @@ RULES = {  # name -> (containment, objects_first)
     "containment 0.8 + objects first": (0.8, True),
 }
 
+
+# Thresholds of `box_query_gate` the audit prints.
+GATE_THRESHOLDS = (0.1, 0.3, 0.5)
+
+PER_CLASS_GATE = 0.3  # the one the per-class table shows (with --model)
 
 # Point counts per class of `label_error_counts`, summed over the class's boxes.
 ERROR_COLUMNS = ("truth", "kept", "missed", "extra_unannotated", "extra_boxed", "extra_boxless")
@@ -137,6 +148,29 @@ def owner_oracle(supervision: dict[str, torch.Tensor], instance: torch.Tensor) -
     return torch.where(ambiguous, truth, assigned)
 
 
+def own_box_scores(
+    assigned: torch.Tensor, box_prob: torch.Tensor, supervision: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """(P,) for every point `assigned` to an object box, that box's query probability on the
+    point's superpoint; NaN where the point is background or unknown.
+
+    box_prob: (T_obj, S) the model's object-box rows (`teacher_view`), in object-box order.
+    """
+    is_bg = supervision["box_is_background"]
+    rows = torch.full((len(is_bg), box_prob.shape[1]), float("nan"), dtype=torch.float64)
+    rows[object_boxes(supervision)] = box_prob.double()
+    score = torch.full(assigned.shape, float("nan"), dtype=torch.float64)
+    on_box = assigned >= 0
+    score[on_box] = rows[assigned[on_box], supervision["superpoint"][on_box]]
+    return score
+
+
+def box_query_gate(assigned: torch.Tensor, score: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(P,) `assigned` with the points its box's query scores below `threshold` (`own_box_scores`)
+    set to BACKGROUND: the model, not the box, decides what of the box is the object."""
+    return torch.where((assigned >= 0) & (score < threshold), torch.full_like(assigned, BACKGROUND), assigned)
+
+
 def superpoint_decisions(
     sup: dict, instance: torch.Tensor, box_prob: torch.Tensor, cfg: Beep3dConfig
 ) -> list[tuple[int, int, int, int]]:
@@ -188,11 +222,16 @@ def main() -> None:
 
     ious: dict[str, tuple[list[float], list[float]]] = {}
     decisions: list = []
+    own_scores: list[np.ndarray] = []  # the model's box-query score on its box's own instance...
+    other_scores: list[np.ndarray] = []  # ...and on the other points the box prior gives that box
     per_class_rules = {  # name -> (containment, objects_first)
         "box heuristic": RULES["box heuristic (classic)"],
         "box prior": (cfg.prior_containment, cfg.prior_objects_first),
     }
     class_counts: dict[str, dict[int, np.ndarray]] = {name: {} for name in per_class_rules}
+    gate_counts: dict[int, np.ndarray] = {}  # with --model: the box prior under the model's gate
+    if model is not None:
+        class_counts[f"box prior, model's gate {PER_CLASS_GATE}"] = gate_counts
     for batch in make_loader(dataset, 1, shuffle=False, seed=0, num_workers=0):
         sup, gt = batch["supervision"][0], batch["ground_truth"][0]
         instance = gt["instance"].to(torch.int64)
@@ -214,6 +253,20 @@ def main() -> None:
                 sup, view.box_prob[0], cfg
             )
             decisions += superpoint_decisions(sup, instance, view.box_prob[0], cfg)
+            prior_labels = by_rule[(cfg.prior_containment, cfg.prior_objects_first)]
+            score = own_box_scores(prior_labels, view.box_prob[0], sup)
+            on_box = prior_labels >= 0
+            own = on_box & (instance == sup["box_id"][prior_labels.clamp(min=0)])
+            own_scores.append(score[own].numpy())
+            other_scores.append(score[on_box & ~own].numpy())
+            for t in GATE_THRESHOLDS:
+                resolved[f"box prior, model's box query < {t} out of the box"] = box_query_gate(
+                    prior_labels, score, t
+                )
+            if args.per_class or args.markdown:
+                gated = box_query_gate(prior_labels, score, PER_CLASS_GATE)
+                for cls, row in label_error_counts(gated, instance, sup).items():
+                    gate_counts[cls] = gate_counts.get(cls, 0) + row
         for name, assigned in resolved.items():
             all_ious, amb_ious = instance_ious(assigned, instance, sup, ambiguous)
             over_all, over_ambiguous = ious.setdefault(name, ([], []))
@@ -248,6 +301,16 @@ def main() -> None:
                 print(
                     f"where the model {name} with the prior ({int(w.sum())} points): the prior is wrong on {wrong:.3f}"
                 )
+
+    if own_scores:
+        own, other = np.concatenate(own_scores), np.concatenate(other_scores)
+        auc = float(mannwhitneyu(own, other).statistic) / (len(own) * len(other))
+        print(
+            f"\nthe box prior's labels give object boxes {len(own)} points of their own instance and "
+            f"{len(other)} others (unboxed items, unannotated points); the model's box query scores an "
+            f"own point above another with probability (AUC) {auc:.3f}; median score own "
+            f"{np.median(own):.3f}, others {np.median(other):.3f}"
+        )
 
     if args.per_class or args.markdown:
         text = (

@@ -5,13 +5,20 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from pseudo_label_audit import label_error_counts, owner_oracle, per_class_table
+from pseudo_label_audit import (
+    box_query_gate,
+    label_error_counts,
+    own_box_scores,
+    owner_oracle,
+    per_class_table,
+)
 
-from beep3d.loss.targets import BACKGROUND
+from beep3d.loss.targets import BACKGROUND, UNKNOWN
 
 
 def _bookshelf_scene() -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
@@ -71,3 +78,20 @@ def test_owner_oracle_labels_ambiguous_points_as_the_truth_has_them() -> None:
     }
     instance = torch.tensor([1, 1, 2, 0, 0])  # the 4th point is unannotated: no box's instance
     assert owner_oracle(sup, instance).tolist() == [0, 0, 1, BACKGROUND, BACKGROUND]
+
+
+def test_box_query_gate_takes_low_scored_points_out_of_their_box() -> None:
+    # boxes: 0 object, 1 wall (no query row), 2 object; the model's rows are boxes 0 and 2
+    sup = {
+        "box_is_background": torch.tensor([False, True, False]),
+        "superpoint": torch.tensor([0, 0, 1, 1, 2, 3]),
+    }
+    assigned = torch.tensor([0, 0, 0, BACKGROUND, 2, UNKNOWN])
+    box_prob = torch.tensor([[0.9, 0.2, 0.5, 0.1], [0.1, 0.1, 0.1, 0.8]])
+    score = own_box_scores(assigned, box_prob, sup)
+    assert score[:3].tolist() == pytest.approx([0.9, 0.9, 0.2])
+    assert score[4].item() == pytest.approx(0.1)  # box 2 reads the second row
+    assert torch.isnan(score[[3, 5]]).all()  # background and unknown points have no box to score
+    gated = box_query_gate(assigned, score, 0.3)
+    assert gated.tolist() == [0, 0, BACKGROUND, BACKGROUND, BACKGROUND, UNKNOWN]
+    assert box_query_gate(assigned, score, 0.0).tolist() == assigned.tolist()  # 0 takes nothing out
