@@ -161,15 +161,16 @@ def test_two_stage_params_count_for_two_stage_runs_only():
     old.params.pop("train.two_stage.labeler_epochs")
     runs = [
         old,
-        run("b1", "beep3d", 1),  # logged the default 30: not read in beep3d mode
+        run("b1", "beep3d", 1),  # logged the default: not read in beep3d mode
         run("t0", "two_stage", 0, **{"train.two_stage.labeler_epochs": "5"}),
-        run("t1", "two_stage", 1),  # 30 labeler epochs, not the 5 asked for
+        run("t1", "two_stage", 1),  # the default labeler epochs, not the 5 asked for
     ]
     sel = select_runs(runs, expected, ["beep3d", "two_stage"])
     assert sel.used[("beep3d", "0")].name == "b0-old" and sel.used[("beep3d", "1")].name == "b1"
     assert sel.used[("two_stage", "0")].name == "t0" and sel.missing("two_stage") == ["1"]
     why = {r.name: reason for r, reason in sel.left_out}
-    assert set(why) == {"t1"} and "train.two_stage.labeler_epochs=30 (here 5)" in why["t1"]
+    default = p["train"]["two_stage"]["labeler_epochs"]
+    assert set(why) == {"t1"} and f"train.two_stage.labeler_epochs={default} (here 5)" in why["t1"]
 
 
 @pytest.mark.parametrize(
