@@ -69,10 +69,9 @@ RULES = {  # name -> (containment, objects_first)
 }
 
 
-# Thresholds of `box_query_gate` the audit prints.
+# Thresholds of `box_query_gate` the audit prints; the per-class table (with --model) shows one.
 GATE_THRESHOLDS = (0.1, 0.3, 0.5)
-
-PER_CLASS_GATE = 0.3  # the one the per-class table shows (with --model)
+PER_CLASS_GATE = 0.3  # one of GATE_THRESHOLDS
 
 # Point counts per class of `label_error_counts`, summed over the class's boxes.
 ERROR_COLUMNS = ("truth", "kept", "missed", "extra_unannotated", "extra_boxed", "extra_boxless")
@@ -148,6 +147,16 @@ def owner_oracle(supervision: dict[str, torch.Tensor], instance: torch.Tensor) -
     return torch.where(ambiguous, truth, assigned)
 
 
+def rows_of_every_box(
+    box_prob: torch.Tensor, supervision: dict[str, torch.Tensor], fill: float
+) -> torch.Tensor:
+    """(T, S) float64: the model's (T_obj, S) object-box rows placed at their boxes' indices, the
+    wall/floor boxes' rows `fill`, so that a box index reads its own row."""
+    rows = torch.full((len(supervision["box_is_background"]), box_prob.shape[1]), fill, dtype=torch.float64)
+    rows[object_boxes(supervision)] = box_prob.double()
+    return rows
+
+
 def own_box_scores(
     assigned: torch.Tensor, box_prob: torch.Tensor, supervision: dict[str, torch.Tensor]
 ) -> torch.Tensor:
@@ -156,9 +165,7 @@ def own_box_scores(
 
     box_prob: (T_obj, S) the model's object-box rows (`teacher_view`), in object-box order.
     """
-    is_bg = supervision["box_is_background"]
-    rows = torch.full((len(is_bg), box_prob.shape[1]), float("nan"), dtype=torch.float64)
-    rows[object_boxes(supervision)] = box_prob.double()
+    rows = rows_of_every_box(box_prob, supervision, fill=float("nan"))
     score = torch.full(assigned.shape, float("nan"), dtype=torch.float64)
     on_box = assigned >= 0
     score[on_box] = rows[assigned[on_box], supervision["superpoint"][on_box]]
@@ -181,8 +188,7 @@ def superpoint_decisions(
     allowed = prior_boxes(sup, cfg) & ~is_bg[None, :]  # (P, T) object boxes only
     whole = superpoint_box_fraction(allowed, superpoint) >= 1.0 - 1e-9  # (S, T)
     volume = box_volume(sup["box_min"], sup["box_max"])
-    prob = torch.zeros(len(is_bg), box_prob.shape[1], dtype=torch.float64)
-    prob[object_boxes(sup)] = box_prob.double()
+    prob = rows_of_every_box(box_prob, sup, fill=0.0)
     owner_of_id = {int(b): k for k, b in enumerate(sup["box_id"].tolist()) if not bool(is_bg[k])}
     rows = []
     for s in torch.nonzero(whole.sum(dim=1) >= 2).flatten().tolist():
@@ -259,13 +265,11 @@ def main() -> None:
             own = on_box & (instance == sup["box_id"][prior_labels.clamp(min=0)])
             own_scores.append(score[own].numpy())
             other_scores.append(score[on_box & ~own].numpy())
-            for t in GATE_THRESHOLDS:
-                resolved[f"box prior, model's box query < {t} out of the box"] = box_query_gate(
-                    prior_labels, score, t
-                )
+            gated = {t: box_query_gate(prior_labels, score, t) for t in GATE_THRESHOLDS}
+            for t, assigned in gated.items():
+                resolved[f"box prior, model's box query < {t} out of the box"] = assigned
             if args.per_class or args.markdown:
-                gated = box_query_gate(prior_labels, score, PER_CLASS_GATE)
-                for cls, row in label_error_counts(gated, instance, sup).items():
+                for cls, row in label_error_counts(gated[PER_CLASS_GATE], instance, sup).items():
                     gate_counts[cls] = gate_counts.get(cls, 0) + row
         for name, assigned in resolved.items():
             all_ious, amb_ious = instance_ious(assigned, instance, sup, ambiguous)
